@@ -1,0 +1,108 @@
+"""The ``kdlab`` command: train, eval, demo, list.
+
+Every user error (a :class:`~kdlab.errors.KdlabError`) is printed as one line,
+``kdlab: error: ...``, with exit status 2; an interrupted run says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from kdlab.errors import KdlabError
+
+EPILOG = "Overrides are key.sub=value pairs, e.g. optim.lr=0.01 method.params.temperature=2"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from kdlab.config import load_config
+    from kdlab.experiment import run_experiment
+
+    extra = {"name": args.name} if args.name else None
+    cfg = load_config(args.config, args.overrides, extra=extra)
+    try:
+        summary = run_experiment(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: kdlab train {args.config} {' '.join(args.overrides)} --resume",
+              file=sys.stderr)
+        return 130
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from kdlab.evaluation import evaluate_checkpoint
+
+    result = evaluate_checkpoint(args.target, split=args.split, overrides=args.overrides)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from kdlab.demo import run_demo
+
+    run_demo(dataset=args.dataset, root=args.root, epochs=args.epochs, out_dir=args.out,
+             teacher=args.teacher, student=args.student, image_size=args.image_size, seed=args.seed)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from kdlab.listing import print_listing
+
+    print_listing(args.what)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation for image classification.",
+                                epilog=EPILOG)
+    p.add_argument("-v", "--verbose", action="store_true", help="show debug logs and full tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a teacher or distill a student from a YAML config", epilog=EPILOG)
+    t.add_argument("config", help="a YAML file or a shipped recipe name (see `kdlab list configs`)")
+    t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--name", help="run name (folder under out_dir)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run folder or a checkpoint file", epilog=EPILOG)
+    e.add_argument("target", help="a run folder (uses its config.yaml and best checkpoint) or a .pt/.pth file")
+    e.add_argument("overrides", nargs="*", help="key.sub=value overrides (student.name=..., data.root=...)")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.set_defaults(func=_cmd_eval)
+
+    d = sub.add_parser("demo", help="teacher, student, KD and DKD on a small dataset, offline, one table")
+    d.add_argument("--dataset", default="digits", help="dataset name (default: scikit-learn digits, embedded)")
+    d.add_argument("--root", default="data", help="dataset root (unused for digits)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: per dataset)")
+    d.add_argument("--teacher", default=None, help="teacher model (default: per dataset)")
+    d.add_argument("--student", default=None, help="student model (default: per dataset)")
+    d.add_argument("--image-size", type=int, default=None, help="resize images to this size")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", default="runs/demo", help="folder for the four runs")
+    d.set_defaults(func=_cmd_demo)
+
+    ls = sub.add_parser("list", help="list models, methods, datasets or configs")
+    ls.add_argument("what", choices=["models", "methods", "datasets", "configs"])
+    ls.set_defaults(func=_cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    try:
+        return args.func(args)
+    except KdlabError as e:
+        if args.verbose:
+            raise
+        print(f"kdlab: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -1,0 +1,121 @@
+"""Glue from a Config to a running experiment: dataset, models, distiller, loaders, trainer.
+
+This is the only place that wires the layers together; the CLI and the demo call it. It checks
+the cheap things first (model and method names, hyper-parameters, checkpoint paths) so a typo
+fails in a second, before a dataset is decoded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdlab.config import Config
+from kdlab.data import DataBundle, build_dataset, build_loader
+from kdlab.engine.device import resolve_device
+from kdlab.engine.trainer import Trainer
+from kdlab.errors import KdlabError, closest
+from kdlab.methods import create_distiller, method_class, method_defaults
+from kdlab.methods.base import Distiller
+from kdlab.models import count_parameters, create_model, load_checkpoint
+
+log = logging.getLogger("kdlab")
+
+
+@dataclass
+class Experiment:
+    cfg: Config
+    data: DataBundle
+    distiller: Distiller
+    train_loader: Any
+    val_loader: Any
+    test_loader: Any
+    run_dir: Path
+
+
+def check_config(cfg: Config) -> None:
+    """Fail fast on names and paths, before any data is loaded."""
+    cls = method_class(cfg.method.name)
+    valid = method_defaults(cfg.method.name)
+    for key in cfg.method.params:
+        if key not in valid:
+            near = closest(key, valid, n=1)
+            hint = f"did you mean 'method.params.{near[0]}'?" if near else f"valid: {', '.join(valid)}"
+            raise KdlabError(f"method {cfg.method.name!r} has no hyper-parameter {key!r}; {hint}")
+    if not cfg.student.name:
+        raise KdlabError("student.name is not set; e.g. student.name=resnet8x4 (see `kdlab list models`)")
+    for role, mc in (("student", cfg.student), ("teacher", cfg.teacher)):
+        if mc.checkpoint and not Path(mc.checkpoint).expanduser().is_file():
+            raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist")
+    if cls.uses_teacher:
+        if not cfg.teacher.name:
+            raise KdlabError(f"method {cfg.method.name!r} needs a teacher: set teacher.name and teacher.checkpoint")
+        if not cfg.teacher.checkpoint:
+            raise KdlabError(
+                f"teacher.checkpoint is not set: method {cfg.method.name!r} would distill from an untrained "
+                "teacher; train one first (`kdlab train <teacher config>`) and point teacher.checkpoint at "
+                "its checkpoints/best.pt"
+            )
+
+
+def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None) -> nn.Module:
+    model = create_model(name, num_classes=num_classes, **kwargs)
+    if checkpoint:
+        load_checkpoint(model, Path(checkpoint).expanduser())
+    return model
+
+
+def load_data(cfg: Config) -> DataBundle:
+    d = cfg.data
+    return build_dataset(d.dataset, d.root, val_fraction=d.val_fraction, split_seed=d.split_seed,
+                         download=d.download, subset_size=d.subset_size, limit_per_class=d.limit_per_class,
+                         image_size=d.image_size, in_memory=d.in_memory)
+
+
+def make_loader(cfg: Config, data: DataBundle, split: str, device: torch.device, distiller: Distiller | None,
+                channels_last: bool) -> Any:
+    images = getattr(data, split)
+    if images is None:
+        return None
+    train = split == "train"
+    d = cfg.data
+    return build_loader(
+        images, batch_size=d.batch_size if train else d.eval_batch_size, train=train, device=device,
+        mean=data.mean, std=data.std, crop_padding=d.crop_padding, flip=d.flip,
+        drop_last=bool(train and distiller is not None and distiller.drop_last),
+        with_index=bool(train and distiller is not None and distiller.needs_index),
+        seed=cfg.train.seed, channels_last=channels_last, num_workers=d.num_workers,
+    )
+
+
+def build_experiment(cfg: Config) -> Experiment:
+    check_config(cfg)
+    data = load_data(cfg)
+    torch.manual_seed(cfg.train.seed)  # connector/student init is reproducible per seed
+    student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, cfg.student.checkpoint)
+    teacher = None
+    if method_class(cfg.method.name).uses_teacher:
+        teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint)
+    distiller = create_distiller(cfg.method.name, student=student, teacher=teacher, **cfg.method.params)
+    device = resolve_device(cfg.train.device)
+    channels_last = cfg.train.channels_last in ("auto", "on")
+    loaders = [make_loader(cfg, data, s, device, distiller, channels_last) for s in ("train", "val", "test")]
+    run_dir = Path(cfg.out_dir) / cfg.name
+    return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir)
+
+
+def run_experiment(cfg: Config, *, resume: bool = False) -> dict:
+    """Train (or distill) as the config says and return the run's summary."""
+    exp = build_experiment(cfg)
+    trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
+                      run_dir=exp.run_dir, resume=resume)
+    summary = trainer.fit()
+    summary.setdefault("run_dir", str(exp.run_dir))
+    summary.setdefault("params", count_parameters(exp.distiller.inference_model()))
+    summary.setdefault("extra_params", exp.distiller.extra_parameters())
+    return summary

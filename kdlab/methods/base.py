@@ -1,0 +1,125 @@
+"""The distiller contract: a method is an nn.Module that returns student logits and named losses.
+
+A :class:`Distiller` owns the student, the frozen teacher (eval mode unless the method says
+otherwise) and any trainable connectors. Subclasses declare what features they need
+(:class:`Needs`) and implement :meth:`Distiller.losses`, returning already-weighted loss terms;
+the trainer sums them. The base class records features by hooks, runs the teacher without
+gradients, and keeps the teacher out of the optimizer and out of checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from kdlab.data.batch import Batch
+from kdlab.errors import KdlabError
+from kdlab.features import Features, FeatureRecorder
+
+
+@dataclass(frozen=True)
+class Needs:
+    """Feature parts (see :data:`kdlab.features.FEATURE_PARTS`) a method reads from each network."""
+
+    student: frozenset[str] = frozenset({"logits"})
+    teacher: frozenset[str] = frozenset({"logits"})
+
+    @classmethod
+    def of(cls, student: set[str] | None = None, teacher: set[str] | None = None) -> Needs:
+        return cls(frozenset(student or {"logits"}), frozenset(teacher if teacher is not None else {"logits"}))
+
+
+class Distiller(nn.Module):
+    """Base class of every method (teacher training included, as the plain ``ce`` method).
+
+    Class attributes a method may set:
+
+    * ``needs`` — the feature parts it reads.
+    * ``uses_teacher`` — False for self-distillation and plain training.
+    * ``teacher_mode`` — ``"eval"`` (default) or ``"train"`` (BN on batch statistics, e.g. OFD).
+    * ``needs_index`` — the loader must put dataset indices in ``batch.index``.
+    * ``drop_last`` — the loader must drop a final incomplete batch.
+    """
+
+    needs: ClassVar[Needs] = Needs()
+    uses_teacher: ClassVar[bool] = True
+    teacher_mode: ClassVar[str] = "eval"
+    needs_index: ClassVar[bool] = False
+    drop_last: ClassVar[bool] = False
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None) -> None:
+        super().__init__()
+        name = getattr(self, "method_name", type(self).__name__)
+        if self.uses_teacher and teacher is None:
+            raise KdlabError(f"method {name!r} needs a teacher; set teacher.name (and teacher.checkpoint)")
+        if not self.uses_teacher and teacher is not None:
+            teacher = None  # self-distillation / plain training: a given teacher is ignored
+        self.student = student
+        self.teacher = teacher
+        if teacher is not None:
+            teacher.requires_grad_(False)
+            teacher.train(self.teacher_mode == "train")
+        self._rec_s = FeatureRecorder(student, self.needs.student)
+        self._rec_t = FeatureRecorder(teacher, self.needs.teacher) if teacher is not None else None
+
+    # ---- the contract -------------------------------------------------------------------
+    def losses(self, s: Features, t: Features | None, batch: Batch) -> dict[str, Tensor]:
+        """Return named, already-weighted loss terms (the trainer sums them)."""
+        raise NotImplementedError
+
+    def student_logits(self, s: Features, batch: Batch) -> Tensor:
+        """The logits reported for the student (SimKD-like methods override)."""
+        return s.logits
+
+    def inference_model(self) -> nn.Module:
+        """The network that is evaluated and exported as 'the student'."""
+        return self.student
+
+    # ---- running ------------------------------------------------------------------------
+    def forward(self, images: Tensor | Batch, targets: Tensor | None = None, *, epoch: int = 1,
+                index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        batch = images if isinstance(images, Batch) else Batch(images, targets, index=index, epoch=epoch)
+        s = self._rec_s(batch.image)
+        t = self.teacher_features(batch)
+        return self.student_logits(s, batch), self.losses(s, t, batch)
+
+    def teacher_features(self, batch: Batch) -> Features | None:
+        """Teacher features without gradient; cached logits in the batch replace the forward."""
+        if self._rec_t is None:
+            return None
+        cached = batch.extra.get("teacher_logits")
+        if cached is not None and self.needs.teacher == {"logits"}:
+            return Features(logits=cached)
+        with torch.no_grad():
+            return self._rec_t(batch.image).detach()
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        if self.teacher is not None and self.teacher_mode != "train":
+            self.teacher.eval()
+        return self
+
+    # ---- parameters and state -----------------------------------------------------------
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Student and connector parameters; never the teacher's."""
+        for name, p in self.named_parameters():
+            if p.requires_grad and not name.startswith("teacher."):
+                yield p
+
+    def extra_parameters(self) -> int:
+        """Number of trainable parameters the method adds on top of the student (connectors)."""
+        return sum(p.numel() for n, p in self.named_parameters()
+                   if p.requires_grad and not n.startswith(("teacher.", "student.")))
+
+    def state_dict_without_teacher(self) -> dict[str, Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    def load_state_dict_without_teacher(self, state: dict[str, Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("teacher.")]
+        if missing or unexpected:
+            raise KdlabError(f"checkpoint does not fit this run: missing {missing[:5]}, unexpected {unexpected[:5]}")

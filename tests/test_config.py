@@ -1,0 +1,81 @@
+"""Config loading: YAML + base inheritance + overrides, typed conversion, clear errors."""
+
+import pytest
+
+from kdlab.config import Config, from_dict, list_configs, load_config, parse_overrides, resolve_config_path
+from kdlab.errors import KdlabError
+
+
+def test_overrides_parse_nested_and_typed():
+    got = parse_overrides(["optim.lr=0.01", "schedule.milestones=[1,2]", "train.compile=true", "name=x"])
+    assert got == {"optim": {"lr": 0.01}, "schedule": {"milestones": [1, 2]}, "train": {"compile": True},
+                   "name": "x"}
+
+
+def test_base_inheritance_and_override_order(tmp_path):
+    (tmp_path / "base.yaml").write_text("optim: {lr: 0.1, weight_decay: 1.0e-4}\nschedule: {epochs: 10}\n")
+    (tmp_path / "run.yaml").write_text("base: base.yaml\noptim: {lr: 0.2}\nstudent: {name: resnet8}\n")
+    cfg = load_config(tmp_path / "run.yaml", ["optim.lr=0.3"])
+    assert cfg.optim.lr == 0.3 and cfg.optim.weight_decay == 1e-4 and cfg.schedule.epochs == 10
+    assert cfg.student.name == "resnet8"
+
+
+def test_unknown_key_names_the_nearest_valid_key():
+    with pytest.raises(KdlabError, match=r"unknown config key 'optim.lrr'; did you mean 'optim.lr'"):
+        load_config(None, ["optim.lrr=0.1"])
+    with pytest.raises(KdlabError, match=r"did you mean 'schedule'"):
+        load_config(None, ["schedul.epochs=3"])
+
+
+def test_bad_value_types_are_rejected():
+    with pytest.raises(KdlabError, match="schedule.epochs must be an integer"):
+        load_config(None, ["schedule.epochs=ten"])
+    with pytest.raises(KdlabError, match="train.compile must be true or false"):
+        load_config(None, ["train.compile=3"])
+    # ints are accepted where floats are expected, and integral floats where ints are
+    cfg = from_dict(Config, {"optim": {"lr": 1}, "schedule": {"epochs": 5.0}})
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and cfg.schedule.epochs == 5
+
+
+def test_missing_config_suggests_a_shipped_recipe():
+    with pytest.raises(KdlabError, match="cifar100/kd/resnet32x4_resnet8x4"):
+        resolve_config_path("cifar100/kd/resnet32x4_resnet8x")
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config("cifar100/dkd/resnet32x4_resnet8x4")
+    (tmp_path / "c.yaml").write_text(cfg.to_yaml())
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("optim: [unclosed\n")
+    with pytest.raises(KdlabError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(KdlabError, match="includes itself"):
+        load_config(tmp_path / "loop.yaml")
+
+
+def test_shipped_recipes_cover_the_standard_pairs():
+    names = set(list_configs())
+    pairs = ["resnet56_resnet20", "resnet110_resnet32", "resnet32x4_resnet8x4", "wrn_40_2_wrn_16_2",
+             "wrn_40_2_wrn_40_1", "vgg13_vgg8", "resnet32x4_ShuffleV1", "wrn_40_2_ShuffleV1",
+             "vgg13_MobileNetV2", "ResNet50_MobileNetV2", "resnet32x4_ShuffleV2"]
+    for method in ("kd", "dkd"):
+        for p in pairs:
+            assert f"cifar100/{method}/{p}" in names
+    for t in ("resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13", "ResNet50"):
+        assert f"cifar100/ce/{t}" in names
+    for ds in ("tiny-imagenet", "cifar10"):
+        assert any(n.startswith(f"{ds}/ce/") for n in names)
+        assert any(n.startswith(f"{ds}/kd/") for n in names)
+        assert any(n.startswith(f"{ds}/dkd/") for n in names)
+
+
+def test_dkd_recipes_carry_the_per_pair_beta():
+    assert load_config("cifar100/dkd/resnet56_resnet20").method.params["beta"] == 2.0
+    assert load_config("cifar100/dkd/wrn_40_2_wrn_16_2").method.params["beta"] == 6.0
+    assert load_config("cifar100/dkd/resnet32x4_ShuffleV2").method.params["beta"] == 8.0
+    shuffle = load_config("cifar100/kd/resnet32x4_ShuffleV1")
+    assert shuffle.optim.lr == 0.01 and shuffle.schedule.milestones == [150, 180, 210]
