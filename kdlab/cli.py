@@ -23,7 +23,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     extra = {"name": args.name} if args.name else None
     cfg = load_config(args.config, args.overrides, extra=extra)
     try:
-        summary = run_experiment(cfg, resume=args.resume)
+        summary = run_experiment(cfg, resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: kdlab train {args.config} {' '.join(args.overrides)} --resume",
               file=sys.stderr)
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="a YAML file or a shipped recipe name (see `kdlab list configs`)")
     t.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     t.add_argument("--name", help="run name (folder under out_dir)")
     t.set_defaults(func=_cmd_train)
 

@@ -91,7 +91,8 @@ def summary_split_note() -> str:
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'run':8s} {'model':10s} {'method':6s} {'params':>8s} {'val top-1':>10s} {'test top-1':>11s} {'time':>6s}"
+    header = (f"{'run':8s} {'model':10s} {'method':6s} {'params':>8s} {'val top-1':>10s} "
+              f"{'test top-1':>11s} {'time':>6s}")
     lines = [header, "-" * len(header)]
     for r in rows:
         f = lambda v: "   n/a" if v is None else f"{v:6.2f}"  # noqa: E731

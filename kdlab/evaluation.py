@@ -8,7 +8,7 @@ import torch
 
 from kdlab.config import load_config
 from kdlab.engine.checkpoint import load_checkpoint_file
-from kdlab.engine.device import resolve_device
+from kdlab.engine.device import build_policy
 from kdlab.engine.metrics import evaluate
 from kdlab.errors import KdlabError
 from kdlab.experiment import build_model, check_config, load_data, make_loader
@@ -40,7 +40,6 @@ def evaluate_checkpoint(target: str | Path, *, split: str = "test", overrides: l
     data = load_data(cfg)
     if getattr(data, split) is None:
         raise KdlabError(f"split {split!r} is empty (data.val_fraction=0?)")
-    device = resolve_device(cfg.train.device)
     if target.is_dir():
         check_config(cfg)
         cls = method_class(cfg.method.name)
@@ -53,8 +52,10 @@ def evaluate_checkpoint(target: str | Path, *, split: str = "test", overrides: l
         model = distiller.inference_model()
     else:
         model = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, str(ckpt_path))
-    model.to(device)
-    loader = make_loader(cfg, data, split, device, None, channels_last=False)
-    with torch.no_grad():
-        metrics = evaluate(model, loader, device=device, amp=cfg.train.amp)
+    policy = build_policy(cfg.train, model)
+    model.to(policy.device)
+    if policy.channels_last:
+        model.to(memory_format=torch.channels_last)
+    loader = make_loader(cfg, data, split, policy, None)
+    metrics = evaluate(model, loader, policy=policy)
     return {"checkpoint": str(ckpt_path), "dataset": cfg.data.dataset, "split": split, **metrics}

@@ -17,7 +17,7 @@ from torch import nn
 
 from kdlab.config import Config
 from kdlab.data import DataBundle, build_dataset, build_loader
-from kdlab.engine.device import resolve_device
+from kdlab.engine.device import DevicePolicy, build_policy
 from kdlab.engine.trainer import Trainer
 from kdlab.errors import KdlabError, closest
 from kdlab.methods import create_distiller, method_class, method_defaults
@@ -77,19 +77,18 @@ def load_data(cfg: Config) -> DataBundle:
                          image_size=d.image_size, in_memory=d.in_memory)
 
 
-def make_loader(cfg: Config, data: DataBundle, split: str, device: torch.device, distiller: Distiller | None,
-                channels_last: bool) -> Any:
+def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy, distiller: Distiller | None) -> Any:
     images = getattr(data, split)
     if images is None:
         return None
     train = split == "train"
     d = cfg.data
     return build_loader(
-        images, batch_size=d.batch_size if train else d.eval_batch_size, train=train, device=device,
+        images, batch_size=d.batch_size if train else d.eval_batch_size, train=train, device=policy.device,
         mean=data.mean, std=data.std, crop_padding=d.crop_padding, flip=d.flip,
         drop_last=bool(train and distiller is not None and distiller.drop_last),
         with_index=bool(train and distiller is not None and distiller.needs_index),
-        seed=cfg.train.seed, channels_last=channels_last, num_workers=d.num_workers,
+        seed=cfg.train.seed, channels_last=policy.channels_last, num_workers=d.num_workers,
     )
 
 
@@ -102,18 +101,17 @@ def build_experiment(cfg: Config) -> Experiment:
     if method_class(cfg.method.name).uses_teacher:
         teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint)
     distiller = create_distiller(cfg.method.name, student=student, teacher=teacher, **cfg.method.params)
-    device = resolve_device(cfg.train.device)
-    channels_last = cfg.train.channels_last in ("auto", "on")
-    loaders = [make_loader(cfg, data, s, device, distiller, channels_last) for s in ("train", "val", "test")]
+    policy = build_policy(cfg.train, distiller.student)
+    loaders = [make_loader(cfg, data, s, policy, distiller) for s in ("train", "val", "test")]
     run_dir = Path(cfg.out_dir) / cfg.name
     return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir)
 
 
-def run_experiment(cfg: Config, *, resume: bool = False) -> dict:
+def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict:
     """Train (or distill) as the config says and return the run's summary."""
     exp = build_experiment(cfg)
     trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
-                      run_dir=exp.run_dir, resume=resume)
+                      run_dir=exp.run_dir, resume=resume, overwrite=overwrite)
     summary = trainer.fit()
     summary.setdefault("run_dir", str(exp.run_dir))
     summary.setdefault("params", count_parameters(exp.distiller.inference_model()))

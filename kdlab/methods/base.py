@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from kdlab.data.batch import Batch
 from kdlab.errors import KdlabError
-from kdlab.features import Features, FeatureRecorder
+from kdlab.features import FeatureRecorder, Features
 
 
 @dataclass(frozen=True)
