@@ -16,13 +16,13 @@ import torch
 from torch import nn
 
 from kdlab.config import Config
-from kdlab.data import DataBundle, build_dataset, build_loader
+from kdlab.data import DATASETS, DataBundle, build_dataset, build_loader
 from kdlab.engine.device import DevicePolicy, build_policy
 from kdlab.engine.trainer import Trainer
 from kdlab.errors import KdlabError, closest
 from kdlab.methods import create_distiller, method_class, method_defaults
 from kdlab.methods.base import Distiller
-from kdlab.models import count_parameters, create_model, load_checkpoint
+from kdlab.models import check_model_name, count_parameters, create_model, load_checkpoint
 
 log = logging.getLogger("kdlab")
 
@@ -49,9 +49,15 @@ def check_config(cfg: Config) -> None:
             raise KdlabError(f"method {cfg.method.name!r} has no hyper-parameter {key!r}; {hint}")
     if not cfg.student.name:
         raise KdlabError("student.name is not set; e.g. student.name=resnet8x4 (see `kdlab list models`)")
+    DATASETS.get(cfg.data.dataset)
+    names = [cfg.student.name] + ([cfg.teacher.name] if cls.uses_teacher and cfg.teacher.name else [])
+    for name in names:
+        check_model_name(name)
     for role, mc in (("student", cfg.student), ("teacher", cfg.teacher)):
         if mc.checkpoint and not Path(mc.checkpoint).expanduser().is_file():
-            raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist")
+            raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist; train that model first "
+                             f"(see `kdlab list configs`, e.g. cifar100/ce/<model>) or point {role}.checkpoint "
+                             "at a checkpoint file")
     if cls.uses_teacher:
         if not cfg.teacher.name:
             raise KdlabError(f"method {cfg.method.name!r} needs a teacher: set teacher.name and teacher.checkpoint")

@@ -21,11 +21,12 @@ from kdlab.models import (  # noqa: F401  (imported to register the zoo)
     wrn,
 )
 from kdlab.models.checkpoint import count_parameters, load_checkpoint
-from kdlab.models.factory import create_model, list_models
+from kdlab.models.factory import check_model_name, create_model, list_models
 from kdlab.models.registry import MODELS, register_model
 
 __all__ = [
     "MODELS",
+    "check_model_name",
     "count_parameters",
     "create_model",
     "list_models",

@@ -34,6 +34,20 @@ def _check_kwargs(name: str, factory: Any, kw: dict[str, Any]) -> None:
             raise KdlabError(f"model {name!r} takes no argument {key!r}; {hint}")
 
 
+def _zoo_factory(name: str) -> Any:
+    try:
+        return MODELS.get(name)
+    except KdlabError as e:
+        prefixes = " or ".join(PREFIXES)
+        raise KdlabError(f"{e} (torchvision/timm models: prefix the name with {prefixes})") from None
+
+
+def check_model_name(name: str) -> None:
+    """Raise the same one-line error as :func:`create_model` for an unknown zoo name, cheaply."""
+    if not is_external(name):
+        _zoo_factory(name)
+
+
 def create_model(name: str, num_classes: int = 100, **kw: Any) -> nn.Module:
     """Build a model by name, with its feature taps set (``model.taps``).
 
@@ -45,11 +59,7 @@ def create_model(name: str, num_classes: int = 100, **kw: Any) -> nn.Module:
         raise KdlabError(f"num_classes must be a positive integer, got {num_classes!r}")
     if is_external(name):
         return create_external(name, num_classes, **kw)
-    try:
-        factory = MODELS.get(name)
-    except KdlabError as e:
-        prefixes = " or ".join(PREFIXES)
-        raise KdlabError(f"{e} (torchvision/timm models: prefix the name with {prefixes})") from None
+    factory = _zoo_factory(name)
     if num_classes == 0:
         raise KdlabError(f"num_classes must be a positive integer, got {num_classes!r}")
     _check_kwargs(name, factory, kw)
