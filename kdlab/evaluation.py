@@ -11,7 +11,7 @@ from kdlab.engine.checkpoint import load_checkpoint_file
 from kdlab.engine.device import build_policy
 from kdlab.engine.metrics import evaluate
 from kdlab.errors import KdlabError
-from kdlab.experiment import build_model, check_config, load_data, make_loader
+from kdlab.experiment import build_model, check_config, load_data, make_loader, method_params
 from kdlab.methods import create_distiller, method_class
 
 
@@ -46,7 +46,8 @@ def evaluate_checkpoint(target: str | Path, *, split: str = "test", overrides: l
         student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, None)
         teacher = (build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint)
                    if cls.uses_teacher else None)
-        distiller = create_distiller(cfg.method.name, student=student, teacher=teacher, **cfg.method.params)
+        distiller = create_distiller(cfg.method.name, student=student, teacher=teacher,
+                                     **method_params(cfg, data))
         state = load_checkpoint_file(ckpt_path)
         distiller.load_state_dict_without_teacher(state["distiller"])
         model = distiller.inference_model()

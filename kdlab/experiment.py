@@ -98,6 +98,25 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
     )
 
 
+DATA_FACTS = ("image_size", "num_data", "num_classes")
+
+
+def method_params(cfg: Config, data: DataBundle) -> dict[str, Any]:
+    """The configured hyper-parameters, plus the data facts a method's signature asks for.
+
+    A method that sizes adapters or memories declares ``image_size``, ``num_data`` (training-set
+    size) or ``num_classes`` as keyword arguments; unless the config sets them, they are filled
+    from the dataset, so no method needs to know where its data comes from.
+    """
+    params = dict(cfg.method.params)
+    facts = {"image_size": data.image_size[0], "num_data": len(data.train), "num_classes": data.num_classes}
+    accepted = method_defaults(cfg.method.name)
+    for key in DATA_FACTS:
+        if key in accepted and key not in params:
+            params[key] = facts[key]
+    return params
+
+
 def build_experiment(cfg: Config) -> Experiment:
     check_config(cfg)
     data = load_data(cfg)
@@ -106,7 +125,8 @@ def build_experiment(cfg: Config) -> Experiment:
     teacher = None
     if method_class(cfg.method.name).uses_teacher:
         teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint)
-    distiller = create_distiller(cfg.method.name, student=student, teacher=teacher, **cfg.method.params)
+    distiller = create_distiller(cfg.method.name, student=student, teacher=teacher,
+                                 **method_params(cfg, data))
     policy = build_policy(cfg.train, distiller.student)
     loaders = [make_loader(cfg, data, s, policy, distiller) for s in ("train", "val", "test")]
     run_dir = Path(cfg.out_dir) / cfg.name

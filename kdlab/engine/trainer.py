@@ -16,13 +16,11 @@ augmentation a function of (seed, epoch) alone.
 from __future__ import annotations
 
 import itertools
-import random
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -30,9 +28,11 @@ from kdlab.config import Config
 from kdlab.data.batch import Batch
 from kdlab.engine.checkpoint import load_checkpoint_file, save_checkpoint, write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy, seed_everything
+from kdlab.engine.init_phase import run_init_phase
 from kdlab.engine.logging import RunLogger
 from kdlab.engine.metrics import as_batch, evaluate
 from kdlab.engine.optim import build_optimizer, build_scheduler
+from kdlab.engine.rng import capture_rng_state, restore_rng_state
 from kdlab.errors import KdlabError
 from kdlab.methods.base import Distiller
 
@@ -49,36 +49,6 @@ class TrainingDiverged(KdlabError):
         self.step = step
         self.terms = terms
         self.checkpoint = checkpoint
-
-
-# ---------------------------------------------------------------------------------------------
-# RNG state (stored as tensors and plain values so checkpoints load with weights_only=True)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    npy = state["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
-                         npy["has_gauss"], npy["gauss"]))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = [s.cpu() for s in state["cuda"]]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -159,6 +129,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.last_path = self.ckpt_dir / "last.pt"
         self.best_path = self.ckpt_dir / "best.pt"
+        self.init_path = self.ckpt_dir / "init.pt"
         self._notes: list[str] = []
 
         tc = cfg.train
@@ -207,8 +178,10 @@ class Trainer:
         elif self.last_path.exists() and not overwrite:
             raise KdlabError(f"run folder {self.run_dir} already holds a run ({self.last_path.name}); "
                              "resume it, overwrite it, or choose another run name")
-        for p in (self.last_path, self.best_path, self.run_dir / "metrics.jsonl",
-                  self.run_dir / "summary.json"):
+        stale = [self.last_path, self.best_path, self.run_dir / "metrics.jsonl", self.run_dir / "summary.json"]
+        if not resume:  # a resumed run killed after its init phase keeps init.pt
+            stale.append(self.init_path)
+        for p in stale:
             p.unlink(missing_ok=True)
         shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
 
@@ -317,6 +290,8 @@ class Trainer:
                 self._pending_rng = None
             else:
                 seed_everything(tc.seed, tc.deterministic)
+                if self.distiller.init_epochs > 0:
+                    run_init_phase(self, self.init_path)
             stopped_by = self._train_loop()
             return self._finish(stopped_by)
         except Exception as e:  # recorded, then re-raised; nothing is saved after a failure

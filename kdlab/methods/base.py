@@ -43,6 +43,11 @@ class Distiller(nn.Module):
     * ``teacher_mode`` — ``"eval"`` (default) or ``"train"`` (BN on batch statistics, e.g. OFD).
     * ``needs_index`` — the loader must put dataset indices in ``batch.index``.
     * ``drop_last`` — the loader must drop a final incomplete batch.
+
+    Two-stage methods (AB, FT, FSP) set ``self.init_epochs > 0`` and implement
+    :meth:`init_losses` (and optionally :meth:`init_parameters`, ``self.init_lr``): the trainer
+    first runs that many epochs with ``self.phase == "init"``, optimising only the init
+    parameters at a constant learning rate, then the main phase.
     """
 
     needs: ClassVar[Needs] = Needs()
@@ -50,6 +55,9 @@ class Distiller(nn.Module):
     teacher_mode: ClassVar[str] = "eval"
     needs_index: ClassVar[bool] = False
     drop_last: ClassVar[bool] = False
+    init_epochs: int = 0
+    init_lr: float | None = None
+    phase: str = "main"
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None) -> None:
         super().__init__()
@@ -71,6 +79,14 @@ class Distiller(nn.Module):
         """Return named, already-weighted loss terms (the trainer sums them)."""
         raise NotImplementedError
 
+    def init_losses(self, s: Features, t: Features | None, batch: Batch) -> dict[str, Tensor]:
+        """Loss terms of the init phase (two-stage methods only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no init phase")
+
+    def init_parameters(self) -> Iterator[nn.Parameter]:
+        """What the init phase optimises (default: every trainable parameter)."""
+        return self.trainable_parameters()
+
     def student_logits(self, s: Features, batch: Batch) -> Tensor:
         """The logits reported for the student (SimKD-like methods override)."""
         return s.logits
@@ -85,7 +101,8 @@ class Distiller(nn.Module):
         batch = images if isinstance(images, Batch) else Batch(images, targets, index=index, epoch=epoch)
         s = self._rec_s(batch.image)
         t = self.teacher_features(batch)
-        return self.student_logits(s, batch), self.losses(s, t, batch)
+        terms = self.init_losses(s, t, batch) if self.phase == "init" else self.losses(s, t, batch)
+        return self.student_logits(s, batch), terms
 
     def teacher_features(self, batch: Batch) -> Features | None:
         """Teacher features without gradient; cached logits in the batch replace the forward."""

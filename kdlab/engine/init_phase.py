@@ -1,0 +1,76 @@
+"""The init phase of two-stage methods (AB, FT, FSP; RepDistiller's ``helper/pretrain.py``).
+
+Before the main training, such a method optimises only its :meth:`init_parameters` on its
+:meth:`init_losses` for ``init_epochs`` epochs at a constant learning rate (``init_lr``, else
+``optim.lr``) with the run's SGD settings. The result is saved to ``checkpoints/init.pt``: a run
+killed after the init phase does not redo it when resumed; one killed during it redoes it from
+the start (it is seeded, so the outcome is the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from kdlab.engine.checkpoint import load_checkpoint_file, save_checkpoint
+from kdlab.engine.metrics import as_batch
+from kdlab.engine.optim import build_optimizer
+from kdlab.engine.rng import capture_rng_state, restore_rng_state
+from kdlab.errors import KdlabError
+
+if TYPE_CHECKING:
+    from kdlab.engine.trainer import Trainer
+
+
+def run_init_phase(trainer: Trainer, path: Path) -> None:
+    """Run (or reload from ``path``) the distiller's init phase."""
+    d = trainer.distiller
+    if path.exists():
+        state = load_checkpoint_file(path)
+        d.load_state_dict_without_teacher(state["distiller"])
+        restore_rng_state(state["rng"])
+        trainer.logger.info(f"init phase: loaded {path} ({d.init_epochs} epochs done earlier)")
+        return
+    params = list(d.init_parameters())
+    if not params:
+        raise KdlabError(f"{type(d).__name__} declares an init phase but no init parameters")
+    lr = d.init_lr if d.init_lr is not None else trainer.cfg.optim.lr
+    opt = build_optimizer(params, replace(trainer.cfg.optim, lr=lr))
+    policy = trainer.policy
+    loader = trainer.train_loader
+    d.phase = "init"
+    try:
+        for epoch in range(1, d.init_epochs + 1):
+            if hasattr(loader, "set_epoch"):
+                loader.set_epoch(epoch)
+            d.train()
+            total, n = 0.0, 0
+            for i, item in enumerate(loader):
+                if i >= trainer.steps_per_epoch:
+                    break
+                batch = as_batch(item)
+                if batch.image.device != policy.device:
+                    batch = batch.to(policy.device)
+                batch.image = policy.prepare_images(batch.image)
+                batch.epoch, batch.step = epoch, i
+                with policy.autocast():
+                    _, terms = d(batch)
+                loss = sum(terms.values())
+                if not bool(torch.isfinite(loss)):
+                    shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                    raise KdlabError(f"init phase diverged: non-finite loss at init epoch {epoch}, batch {i} "
+                                     f"({shown}); try a lower init_lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * batch.target.shape[0]
+                n += batch.target.shape[0]
+            trainer.logger.log_event("init", epoch=epoch, loss=total / max(n, 1), lr=lr)
+            trainer.logger.print(f"init epoch {epoch}/{d.init_epochs} | loss {total / max(n, 1):.4f}")
+    finally:
+        d.phase = "main"
+    save_checkpoint({"distiller": d.state_dict_without_teacher(), "init_epochs": d.init_epochs,
+                     "rng": capture_rng_state()}, path)
