@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from test_engine_trainer import _fast, assert_identical, events, make_cfg, run, tiny_net, weights  # noqa: F401
+from torch import nn
 
 from kdlab.methods.base import Distiller, Needs
 
@@ -59,10 +60,8 @@ def test_run_killed_after_the_init_phase_resumes_without_redoing_it(tmp_path):
     ref = TwoStage(tiny_net())
     run(tmp_path, "ref", cfg, ref)
     killed = TwoStage(tiny_net(), fail_in_main_at=0)  # dies on the very first main step, before last.pt
-    try:
+    with pytest.raises(RuntimeError, match="killed"):
         run(tmp_path, "cut", cfg, killed)
-    except RuntimeError:
-        pass
     assert (tmp_path / "cut" / "checkpoints" / "init.pt").is_file()
     resumed = TwoStage(tiny_net(seed=9))  # different init: everything must come from the checkpoint
     run(tmp_path, "cut", cfg, resumed, resume=True)
