@@ -51,7 +51,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from kdlab.listing import print_listing
 
-    print_listing(args.what)
+    pair = getattr(args, "pair", None)
+    if pair and args.what != "methods":
+        raise KdlabError("--pair only applies to `kdlab list methods`")
+    print_listing(args.what, pair, num_classes=args.num_classes, image_size=args.image_size, num_data=args.num_data)
     return 0
 
 
@@ -88,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list models, methods, datasets or configs")
     ls.add_argument("what", choices=["models", "methods", "datasets", "configs"])
+    ls.add_argument("--pair", metavar="TEACHER,STUDENT",
+                    help="methods only: show the extra trainable parameters each method adds on this pair")
+    ls.add_argument("--num-classes", type=int, default=None, help="with --pair: classes (default 100)")
+    ls.add_argument("--image-size", type=int, default=None, help="with --pair: input size (default 32)")
+    ls.add_argument("--num-data", type=int, default=None, help="with --pair: training-set size (default 50000)")
     ls.set_defaults(func=_cmd_list)
     return p
 

@@ -39,6 +39,8 @@ class DataConfig:
     crop_padding: int = 4
     flip: bool = True
     num_workers: int = 2
+    cache_teacher: bool = False  # run the teacher once per training image before training (logit methods)
+    cache_view: str = "augmented"  # what the teacher sees when caching: augmented (one seeded crop+flip) | clean
 
 
 @dataclass
@@ -88,6 +90,9 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     test_at_end: bool = True
+    early_stop_patience: int | None = None  # evaluations without a val improvement that make a plateau
+    plateau_lr_drops: int = 0  # on a plateau: reload the best weights and scale the LR, at most this often
+    plateau_gamma: float = 0.1  # the LR factor of each plateau drop
 
 
 @dataclass

@@ -3,6 +3,17 @@
 This is the only place that wires the layers together; the CLI and the demo call it. It checks
 the cheap things first (model and method names, hyper-parameters, checkpoint paths) so a typo
 fails in a second, before a dataset is decoded.
+
+Two generic hooks, read from the method class, never from its name:
+
+* ``loader_kind`` (default ``"images"``): a method that trains on something other than single
+  images names a training loader of :data:`TRAIN_LOADERS` (``"tuples"``: CompKD's tuples) and
+  gives its options in ``loader_options``; evaluation loaders are always the plain ones.
+* ``data.cache_teacher``: the teacher runs once per training image before training
+  (:mod:`kdlab.data.teacher_cache`) and the training loader attaches the cached logits to each
+  batch. The logits are also written to ``<run_dir>/teacher_logits.pt`` with a fingerprint of the
+  data, the teacher checkpoint, the view and the seed; a rerun or a resume with the same
+  fingerprint loads them instead of running the teacher again.
 """
 
 from __future__ import annotations
@@ -16,7 +27,16 @@ import torch
 from torch import nn
 
 from kdlab.config import Config
-from kdlab.data import DATASETS, DataBundle, build_dataset, build_loader
+from kdlab.data import DATASETS, DataBundle, FileImageSet, TensorImageSet, build_dataset, build_loader
+from kdlab.data.teacher_cache import (
+    VIEWS,
+    CachedTeacherLoader,
+    cache_fingerprint,
+    compute_teacher_logits,
+    load_cached_logits,
+    save_cached_logits,
+)
+from kdlab.data.tuples import build_tuple_loader
 from kdlab.engine.device import DevicePolicy, build_policy
 from kdlab.engine.trainer import Trainer
 from kdlab.errors import KdlabError, closest
@@ -25,6 +45,9 @@ from kdlab.methods.base import Distiller
 from kdlab.models import check_model_name, count_parameters, create_model, load_checkpoint
 
 log = logging.getLogger("kdlab")
+
+TRAIN_LOADERS = {"tuples": build_tuple_loader}  # loader_kind -> builder of special training loaders
+TEACHER_CACHE_FILE = "teacher_logits.pt"
 
 
 @dataclass
@@ -58,6 +81,12 @@ def check_config(cfg: Config) -> None:
             raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist; train that model first "
                              f"(see `kdlab list configs`, e.g. cifar100/ce/<model>) or point {role}.checkpoint "
                              "at a checkpoint file")
+    kind = getattr(cls, "loader_kind", "images")
+    if kind != "images" and kind not in TRAIN_LOADERS:
+        raise KdlabError(f"method {cfg.method.name!r} asks for training loader {kind!r}; known: "
+                         f"images, {', '.join(TRAIN_LOADERS)}")
+    if cfg.data.cache_teacher:
+        check_teacher_cache(cfg, cls)
     if cls.uses_teacher:
         if not cfg.teacher.name:
             raise KdlabError(f"method {cfg.method.name!r} needs a teacher: set teacher.name and teacher.checkpoint")
@@ -67,6 +96,19 @@ def check_config(cfg: Config) -> None:
                 "teacher; train one first (`kdlab train <teacher config>`) and point teacher.checkpoint at "
                 "its checkpoints/best.pt"
             )
+
+
+def check_teacher_cache(cfg: Config, cls: type[Distiller]) -> None:
+    """Cached teacher outputs are logits of an eval-mode teacher: refuse methods that need more."""
+    if cfg.data.cache_view not in VIEWS:
+        raise KdlabError(f"data.cache_view must be one of {', '.join(VIEWS)}; got {cfg.data.cache_view!r}")
+    if not cls.uses_teacher:
+        return  # nothing to cache; build_experiment notes it
+    extra = sorted(set(cls.needs.teacher) - {"logits"})
+    if extra or cls.teacher_mode != "eval":
+        what = f"teacher {', '.join(extra)}" if extra else f"a teacher in {cls.teacher_mode} mode"
+        raise KdlabError(f"data.cache_teacher caches teacher logits only, but method {cfg.method.name!r} needs "
+                         f"{what}; set data.cache_teacher=false")
 
 
 def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None) -> nn.Module:
@@ -89,11 +131,19 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
         return None
     train = split == "train"
     d = cfg.data
+    asks = train and distiller is not None
+    if asks and distiller.loader_kind != "images":
+        return TRAIN_LOADERS[distiller.loader_kind](
+            images, batch_size=d.batch_size, seed=cfg.train.seed, device=policy.device, mean=data.mean,
+            std=data.std, crop_padding=d.crop_padding, flip=d.flip, channels_last=policy.channels_last,
+            **distiller.loader_options)
     return build_loader(
         images, batch_size=d.batch_size if train else d.eval_batch_size, train=train, device=policy.device,
         mean=data.mean, std=data.std, crop_padding=d.crop_padding, flip=d.flip,
-        drop_last=bool(train and distiller is not None and distiller.drop_last),
-        with_index=bool(train and distiller is not None and distiller.needs_index),
+        drop_last=bool(asks and distiller.drop_last),
+        with_index=bool(asks and (distiller.needs_index or d.cache_teacher)),
+        contrast_negatives=int(distiller.contrast_negatives) if asks else 0,
+        contrast_mode=distiller.contrast_mode if asks else "exact",
         seed=cfg.train.seed, channels_last=policy.channels_last, num_workers=d.num_workers,
     )
 
@@ -117,6 +167,44 @@ def method_params(cfg: Config, data: DataBundle) -> dict[str, Any]:
     return params
 
 
+def _images_digest(images: Any) -> str:
+    if isinstance(images, TensorImageSet):
+        return f"{tuple(images.images.shape)}:{int(images.images.sum())}:{int(images.targets.sum())}"
+    if isinstance(images, FileImageSet):
+        return cache_fingerprint(paths=images.paths, crop=images.crop, mode=images.mode)
+    return f"{type(images).__name__}:{len(images)}"
+
+
+def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, policy: DevicePolicy,
+                          run_dir: Path) -> torch.Tensor:
+    """The teacher's logits for every training image, from ``run_dir`` when it holds them, else computed."""
+    d, ck = cfg.data, cfg.teacher.checkpoint
+    st = Path(ck).expanduser().stat() if ck else None
+    fp = cache_fingerprint(
+        data=[d.dataset, str(Path(d.root).expanduser().resolve()), d.subset_size, d.limit_per_class, d.image_size,
+              d.val_fraction, d.split_seed, d.crop_padding, d.flip, list(data.mean), list(data.std)],
+        images=_images_digest(data.train), teacher=[cfg.teacher.name, cfg.teacher.kwargs, ck,
+                                                    st.st_size if st else None, st.st_mtime_ns if st else None],
+        view=d.cache_view, seed=cfg.train.seed, amp=str(policy.amp_dtype))
+    path = run_dir / TEACHER_CACHE_FILE
+    logits = load_cached_logits(path, fp, len(data.train))
+    if logits is not None:
+        log.info("teacher cache: loaded %d cached teacher logits from %s", len(logits), path)
+        return logits
+    teacher.to(policy.device)
+    if policy.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    logits = compute_teacher_logits(
+        teacher, data.train, view=d.cache_view, seed=cfg.train.seed, batch_size=d.eval_batch_size,
+        device=policy.device, mean=data.mean, std=data.std, crop_padding=d.crop_padding, flip=d.flip,
+        channels_last=policy.channels_last, num_workers=d.num_workers,
+        autocast=policy.autocast if policy.amp_dtype is not None else None)
+    save_cached_logits(path, fp, logits)
+    log.info("teacher cache: ran the teacher once on %d training images (%s view), saved to %s",
+             len(logits), d.cache_view, path)
+    return logits
+
+
 def build_experiment(cfg: Config) -> Experiment:
     check_config(cfg)
     data = load_data(cfg)
@@ -130,6 +218,12 @@ def build_experiment(cfg: Config) -> Experiment:
     policy = build_policy(cfg.train, distiller.student)
     loaders = [make_loader(cfg, data, s, policy, distiller) for s in ("train", "val", "test")]
     run_dir = Path(cfg.out_dir) / cfg.name
+    if cfg.data.cache_teacher:
+        if teacher is None:
+            log.info("data.cache_teacher: method %r uses no teacher; nothing to cache", cfg.method.name)
+        else:
+            logits = cached_teacher_logits(cfg, data, teacher, policy, run_dir)
+            loaders[0] = CachedTeacherLoader(loaders[0], logits, keep_index=distiller.needs_index)
     return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir)
 
 

@@ -79,3 +79,29 @@ def test_dkd_recipes_carry_the_per_pair_beta():
     assert load_config("cifar100/dkd/resnet32x4_ShuffleV2").method.params["beta"] == 8.0
     shuffle = load_config("cifar100/kd/resnet32x4_ShuffleV1")
     assert shuffle.optim.lr == 0.01 and shuffle.schedule.milestones == [150, 180, 210]
+
+
+def test_every_shipped_recipe_is_consistent():
+    """Each recipe loads, names a known method, models and hyper-parameters, and a distillation
+    recipe's teacher checkpoint is exactly where the shipped teacher recipe writes it."""
+    from kdlab.data import list_datasets
+    from kdlab.methods import method_class, method_defaults
+    from kdlab.models import check_model_name
+
+    configs = {n: load_config(n) for n in list_configs()}
+    produced = {f"runs/{c.name}/checkpoints/best.pt": c.student.name for c in configs.values()
+                if c.method.name == "ce"}
+    assert len(configs) > 300
+    for name, cfg in configs.items():
+        cls = method_class(cfg.method.name)
+        valid = method_defaults(cfg.method.name)
+        assert set(cfg.method.params) <= set(valid), name
+        check_model_name(cfg.student.name)
+        assert cfg.data.dataset in list_datasets(), name
+        assert name.split("/")[1].startswith(cfg.method.name) or cfg.method.name == "compose", name
+        if cls.uses_teacher:
+            check_model_name(cfg.teacher.name)
+            ck = cfg.teacher.checkpoint
+            assert ck, f"{name}: no teacher checkpoint"
+            if ck.startswith("runs/"):
+                assert produced.get(ck) == cfg.teacher.name, f"{name}: no shipped recipe trains {ck}"

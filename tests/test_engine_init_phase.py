@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_engine_trainer import _fast, assert_identical, events, make_cfg, run, tiny_net, weights  # noqa: F401
+from test_engine_trainer import assert_identical, events, make_cfg, run, tiny_net, weights
 from torch import nn
 
 from kdlab.methods.base import Distiller, Needs
+
+pytestmark = pytest.mark.usefixtures("no_fsync")
 
 
 class TwoStage(Distiller):

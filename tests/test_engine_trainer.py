@@ -18,7 +18,6 @@ from torch import nn
 
 from kdlab.config import Config, OptimConfig, ScheduleConfig, TrainConfig
 from kdlab.data.batch import Batch
-from kdlab.engine import checkpoint as checkpoint_module
 from kdlab.engine.checkpoint import load_checkpoint_file
 from kdlab.engine.trainer import Trainer, TrainingDiverged
 from kdlab.errors import KdlabError
@@ -27,17 +26,7 @@ from kdlab.methods.base import Distiller, Needs
 NUM_CLASSES = 5
 
 
-@pytest.fixture(autouse=True)
-def _fast(monkeypatch):
-    """One thread (tiny tensors; robust on a busy machine), no fsync (~20 ms per checkpoint here;
-    atomicity is tested in test_engine_checkpoint.py), and torch's deterministic flag restored."""
-    monkeypatch.setattr(checkpoint_module.os, "fsync", lambda fd: None)
-    threads = torch.get_num_threads()
-    det = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(det[0], warn_only=det[1])  # leave no global state behind
+pytestmark = pytest.mark.usefixtures("no_fsync")
 
 
 class FakeLoader:

@@ -15,15 +15,6 @@ from kdlab.methods.cutmix import cutmix_box
 from kdlab.methods.mixup import within_batch_partners
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast and stays fast on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def pair():
     torch.manual_seed(0)

@@ -15,14 +15,6 @@ PAIRS = ["resnet56_resnet20", "resnet110_resnet32", "resnet32x4_resnet8x4", "wrn
          "vgg13_MobileNetV2", "ResNet50_MobileNetV2", "resnet32x4_ShuffleV2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast and stays fast on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def pair():

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdlab.data.augment import Normalizer, crop_flip
 from kdlab.data.batch import Batch
+from kdlab.data.contrast import ContrastSampler, batch_generator
 from kdlab.data.imagesets import FileImageSet, ImageSet, TensorImageSet
 from kdlab.data.transforms import file_transform
 
@@ -53,7 +54,7 @@ class Loader(ABC):
     def __init__(self, images: ImageSet, *, batch_size: int, shuffle: bool, augment: bool,
                  crop_padding: int, flip: bool, drop_last: bool, with_index: bool, seed: int,
                  device: torch.device, mean: Sequence[float], std: Sequence[float],
-                 channels_last: bool) -> None:
+                 channels_last: bool, contrast_negatives: int = 0, contrast_mode: str = "exact") -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         if crop_padding < 0:
@@ -66,6 +67,16 @@ class Loader(ABC):
         self.seed, self.device, self.channels_last = seed, device, channels_last
         self.normalize = Normalizer(mean, std, device)
         self.epoch, self.start_batch = 1, 0
+        # CRD-style methods: per batch, a positive and K other-class negatives (kdlab.data.contrast)
+        self.contrast = (ContrastSampler(images.targets, contrast_negatives, contrast_mode)
+                         if contrast_negatives else None)
+
+    def _extra(self, epoch: int, b: int, index: Tensor) -> dict[str, Tensor]:
+        """What the data layer adds to batch ``b`` of ``epoch`` for the method (``batch.extra``)."""
+        if self.contrast is None:
+            return {}
+        g = batch_generator(self.seed, epoch, b, index.device)
+        return {"contrast_index": self.contrast.draw(index, g)}
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -127,7 +138,8 @@ class TensorLoader(Loader):
             lo, hi = self._bounds(b)
             idx = order[lo:hi]
             x = self._finish(self.images.index_select(0, idx), plan, lo, hi, crop=True)
-            yield Batch(x, self.targets.index_select(0, idx), idx if self.with_index else None, epoch=epoch)
+            yield Batch(x, self.targets.index_select(0, idx), idx if self.with_index or self.contrast else None,
+                        epoch=epoch, extra=self._extra(epoch, b, idx))
 
 
 class _FileDataset(Dataset):
@@ -189,24 +201,29 @@ class FileLoader(Loader):
             lo, hi = self._bounds(b)
             x = self._finish(x.to(self.device, non_blocking=True), plan, lo, hi, crop=fixed)
             index = index.to(self.device, non_blocking=True)
-            yield Batch(x, target.to(self.device, non_blocking=True), index if self.with_index else None,
-                        epoch=epoch)
+            yield Batch(x, target.to(self.device, non_blocking=True),
+                        index if self.with_index or self.contrast else None, epoch=epoch,
+                        extra=self._extra(epoch, b, index))
 
 
 def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torch.device | str = "cpu",
                  mean: Sequence[float], std: Sequence[float], augment: bool | None = None,
                  crop_padding: int = 4, flip: bool = True, drop_last: bool = False,
                  with_index: bool = False, seed: int = 0, channels_last: bool = False,
-                 num_workers: int = 2) -> Loader:
+                 num_workers: int = 2, contrast_negatives: int = 0, contrast_mode: str = "exact") -> Loader:
     """A loader over ``images`` yielding normalised float32 batches on ``device``.
 
     ``train`` shuffles (and by default augments: padded random crop + flip for tensor-style sets,
     RandomResizedCrop + flip for ImageNet-style file sets); eval loaders keep the order and only
     normalise. ``crop_padding=0`` disables the crop. ``num_workers`` only matters for file sets.
+    ``contrast_negatives=K > 0`` adds ``batch.extra["contrast_index"]`` (B×(K+1): the positive, then
+    K samples of other classes; ``contrast_mode`` "exact" or "relax", see :mod:`kdlab.data.contrast`)
+    and ``batch.index``.
     """
     kw = dict(batch_size=batch_size, shuffle=train, augment=train if augment is None else augment,
               crop_padding=crop_padding, flip=flip, drop_last=drop_last, with_index=with_index,
-              seed=seed, device=torch.device(device), mean=mean, std=std, channels_last=channels_last)
+              seed=seed, device=torch.device(device), mean=mean, std=std, channels_last=channels_last,
+              contrast_negatives=contrast_negatives, contrast_mode=contrast_mode)
     if isinstance(images, TensorImageSet):
         return TensorLoader(images, **kw)
     if isinstance(images, FileImageSet):

@@ -11,6 +11,15 @@ optimizer, scheduler, RNG states, the position ``(epoch, batch_in_epoch, global_
 best metric, the running epoch meters and the config. Resuming calls
 ``train_loader.set_epoch(epoch, start_batch)``, so the loader must make each epoch's order and
 augmentation a function of (seed, epoch) alone.
+
+Early stopping (``train.early_stop_patience``, off by default): an evaluation that does not raise
+the best val top-1 counts towards a plateau; ``patience`` such evaluations in a row make one. On a
+plateau the trainer reloads the best weights (``best.pt``; the optimizer state, momentum included,
+is kept), multiplies the learning rate by ``train.plateau_gamma`` and starts counting again, at
+most ``train.plateau_lr_drops`` times; the next plateau ends the run (``stopped_by:
+"early_stop"``). ``schedule.epochs`` stays the cap. The LR drop scales the scheduler's base LRs,
+so it composes with any schedule (few-sample recipes use ``constant``). The counter, the drops
+done and the LR scale are in ``last.pt``: a run resumed mid-plateau continues exactly.
 """
 
 from __future__ import annotations
@@ -165,8 +174,25 @@ class Trainer:
         self._last_good: Path | None = None
         self._last_train: dict[str, Any] | None = None
         self._val_epoch: int | None = None
+        self.early_stop = {"since_best": 0, "drops": 0, "lr_scale": 1.0, "stopped": False}
+        self._check_early_stop()
 
         self._prepare_run_dir(resume, overwrite)
+
+    def _check_early_stop(self) -> None:
+        tc = self.cfg.train
+        if tc.early_stop_patience is None:
+            return
+        if tc.early_stop_patience <= 0:
+            raise KdlabError(f"train.early_stop_patience must be a positive integer or null, "
+                             f"got {tc.early_stop_patience}")
+        if tc.plateau_lr_drops < 0 or not 0 < tc.plateau_gamma <= 1:
+            raise KdlabError(f"train.plateau_lr_drops must be >= 0 and train.plateau_gamma in (0, 1]; got "
+                             f"{tc.plateau_lr_drops} and {tc.plateau_gamma}")
+        if self.val_loader is None:
+            raise KdlabError("train.early_stop_patience needs a validation split; set data.val_fraction > 0")
+        if tc.eval_every <= 0:
+            raise KdlabError("train.early_stop_patience needs evaluations; set train.eval_every >= 1")
 
     # ---- set-up -------------------------------------------------------------------------
     def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
@@ -206,6 +232,7 @@ class Trainer:
         self.epochs_run = ck["epochs_run"]
         self.images_seen, self.train_seconds = ck["images_seen"], ck["train_seconds"]
         self.wall_before = ck["wall_s"]
+        self.early_stop = dict(ck.get("early_stop", self.early_stop))
         if self.batch_in_epoch > 0:
             self._meter.load_state_dict(ck["meter"])
         if ck.get("teacher_buffers"):
@@ -238,6 +265,7 @@ class Trainer:
             "images_seen": self.images_seen,
             "train_seconds": self.train_seconds,
             "wall_s": wall_s,
+            "early_stop": dict(self.early_stop),
             "teacher_buffers": self._teacher_buffers(),
             "config": self.cfg.to_dict(),
         }
@@ -309,6 +337,8 @@ class Trainer:
         epochs = self.cfg.schedule.epochs
         eval_every = self.cfg.train.eval_every
         while self.epoch <= epochs:
+            if self.early_stop["stopped"]:
+                return "early_stop"
             if self._max_steps_reached():
                 return "max_steps"
             e = self.epoch
@@ -330,6 +360,8 @@ class Trainer:
             self._save_last()
             if stop:
                 return "epochs" if finished else "max_steps"
+            if self.early_stop["stopped"]:
+                return "early_stop"
         return "epochs"
 
     def _train_epoch(self, epoch: int) -> None:
@@ -424,7 +456,37 @@ class Trainer:
             self.best = {"top1": m["top1"], "epoch": epoch, "step": self.global_step}
             self._save_best(epoch, m["top1"])
         self.logger.log_eval("val", epoch=epoch, step=self.global_step, metrics=m, best=improved)
+        self._early_stopping(epoch, improved)
         self.distiller.train()
+
+    def _early_stopping(self, epoch: int, improved: bool) -> None:
+        """Count evaluations without improvement; on a plateau drop the LR from the best weights, or stop."""
+        tc, es = self.cfg.train, self.early_stop
+        if tc.early_stop_patience is None:
+            return
+        es["since_best"] = 0 if improved else es["since_best"] + 1
+        if es["since_best"] < tc.early_stop_patience:
+            return
+        if es["drops"] >= tc.plateau_lr_drops:
+            es["stopped"] = True
+            self.logger.log_event("early_stop", epoch=epoch, step=self.global_step, drops=es["drops"],
+                                  best_epoch=self.best["epoch"])
+            self.logger.info(f"early stop after epoch {epoch}: {es['since_best']} evaluations without "
+                             f"improvement, {es['drops']} LR drops done; best epoch {self.best['epoch']}")
+            return
+        best = load_checkpoint_file(self.best_path)
+        self.distiller.load_state_dict_without_teacher(best["distiller"])
+        gamma = tc.plateau_gamma
+        self.scheduler.base_lrs = [b * gamma for b in self.scheduler.base_lrs]
+        for g in self.optimizer.param_groups:
+            g["lr"] *= gamma
+        es["drops"] += 1
+        es["lr_scale"] *= gamma
+        es["since_best"] = 0
+        self.logger.log_event("plateau", epoch=epoch, step=self.global_step, drops=es["drops"],
+                              lr_scale=es["lr_scale"], best_epoch=self.best["epoch"])
+        self.logger.info(f"plateau after epoch {epoch}: reloaded the best weights (epoch {self.best['epoch']}), "
+                         f"LR x{gamma:g} (drop {es['drops']}/{tc.plateau_lr_drops})")
 
     def _log_train(self, epoch: int) -> None:
         if self._meter.steps == 0:
@@ -483,6 +545,7 @@ class Trainer:
             "img_per_s": self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0,
             "val_top1_last": self.last_val["top1"] if self.last_val else None,
             "stopped_by": stopped_by,
+            "plateau_lr_drops": self.early_stop["drops"],
             "splits": {
                 "val_top1": ("val split (held out from training data), at the best epoch" if has_val
                              else "none: no val loader, so best = last"),

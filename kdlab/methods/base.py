@@ -9,7 +9,9 @@ gradients, and keeps the teacher out of the optimizer and out of checkpoints.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,6 +21,26 @@ from torch import Tensor, nn
 from kdlab.data.batch import Batch
 from kdlab.errors import KdlabError
 from kdlab.features import FeatureRecorder, Features
+
+_BUILD = threading.local()
+
+
+@contextmanager
+def building_parts() -> Iterator[None]:
+    """Distillers constructed inside this block are *parts* of a composite method.
+
+    A part installs no feature hooks and does not register the student and teacher as its
+    submodules (it still reads them as ``self.student`` / ``self.teacher``): the composite owns
+    the networks, records the union of its parts' needs with one recorder per network, and calls
+    each part's :meth:`Distiller.losses`. A part's own connectors stay its submodules, so they are
+    trained and saved through the composite.
+    """
+    previous = getattr(_BUILD, "part", False)
+    _BUILD.part = True
+    try:
+        yield
+    finally:
+        _BUILD.part = previous
 
 
 @dataclass(frozen=True)
@@ -43,6 +65,11 @@ class Distiller(nn.Module):
     * ``teacher_mode`` — ``"eval"`` (default) or ``"train"`` (BN on batch statistics, e.g. OFD).
     * ``needs_index`` — the loader must put dataset indices in ``batch.index``.
     * ``drop_last`` — the loader must drop a final incomplete batch.
+    * ``contrast_negatives`` / ``contrast_mode`` — K > 0 asks the training loader for
+      ``batch.extra["contrast_index"]`` (a positive and K other-class negatives per sample;
+      ``"exact"`` or ``"relax"`` positives, see :mod:`kdlab.data.contrast`). May be set per instance.
+    * ``loader_kind`` / ``loader_options`` — ``"images"`` (default) or another training loader
+      registered in :data:`kdlab.experiment.TRAIN_LOADERS` (e.g. ``"tuples"``), with its options.
 
     Two-stage methods (AB, FT, FSP) set ``self.init_epochs > 0`` and implement
     :meth:`init_losses` (and optionally :meth:`init_parameters`, ``self.init_lr``): the trainer
@@ -55,6 +82,10 @@ class Distiller(nn.Module):
     teacher_mode: ClassVar[str] = "eval"
     needs_index: ClassVar[bool] = False
     drop_last: ClassVar[bool] = False
+    contrast_negatives: int = 0
+    contrast_mode: str = "exact"
+    loader_kind: ClassVar[str] = "images"
+    is_part: bool = False
     init_epochs: int = 0
     init_lr: float | None = None
     phase: str = "main"
@@ -66,6 +97,12 @@ class Distiller(nn.Module):
             raise KdlabError(f"method {name!r} needs a teacher; set teacher.name (and teacher.checkpoint)")
         if not self.uses_teacher and teacher is not None:
             teacher = None  # self-distillation / plain training: a given teacher is ignored
+        if getattr(_BUILD, "part", False):  # see building_parts(): the composite owns the networks
+            self.is_part = True
+            object.__setattr__(self, "student", student)
+            object.__setattr__(self, "teacher", teacher)
+            self._rec_s = self._rec_t = None
+            return
         self.student = student
         self.teacher = teacher
         if teacher is not None:
@@ -73,6 +110,11 @@ class Distiller(nn.Module):
             teacher.train(self.teacher_mode == "train")
         self._rec_s = FeatureRecorder(student, self.needs.student)
         self._rec_t = FeatureRecorder(teacher, self.needs.teacher) if teacher is not None else None
+
+    @property
+    def loader_options(self) -> dict:
+        """Options for a non-default training loader (see ``loader_kind``)."""
+        return {}
 
     # ---- the contract -------------------------------------------------------------------
     def losses(self, s: Features, t: Features | None, batch: Batch) -> dict[str, Tensor]:
@@ -98,6 +140,8 @@ class Distiller(nn.Module):
     # ---- running ------------------------------------------------------------------------
     def forward(self, images: Tensor | Batch, targets: Tensor | None = None, *, epoch: int = 1,
                 index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.is_part:
+            raise KdlabError(f"{type(self).__name__} was built as a part of a composite method; run the composite")
         batch = images if isinstance(images, Batch) else Batch(images, targets, index=index, epoch=epoch)
         s = self._rec_s(batch.image)
         t = self.teacher_features(batch)

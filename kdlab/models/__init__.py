@@ -18,6 +18,7 @@ from kdlab.models import (  # noqa: F401  (imported to register the zoo)
     shufflenetv1,
     shufflenetv2,
     vgg,
+    vit,
     wrn,
 )
 from kdlab.models.checkpoint import count_parameters, load_checkpoint

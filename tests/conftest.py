@@ -1,0 +1,27 @@
+"""Shared test set-up: one torch thread per test, global torch flags restored, optional no-fsync.
+
+The tests use tiny tensors, for which one thread is as fast as two, and on a busy 2-core machine
+two threads fighting over the cores can slow a test tenfold. Runs in deterministic mode switch
+torch's global deterministic flag; it is put back after each test.
+"""
+
+import pytest
+import torch
+
+from kdlab.engine import checkpoint as checkpoint_module
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_and_clean_flags():
+    n = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+    torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+
+
+@pytest.fixture
+def no_fsync(monkeypatch):
+    """Skip fsync in checkpoint writes (~20 ms each here); atomicity is tested in test_engine_checkpoint."""
+    monkeypatch.setattr(checkpoint_module.os, "fsync", lambda fd: None)
