@@ -6,14 +6,16 @@
     training device, bf16 autocast and channels_last, the same Distiller and optimizer.
 
 Both run the same KD distiller (T=4, CE 0.1, KD 0.9) and SGD step; the teacher has random
-weights (speed does not depend on them). Prints both rates and the ratio.
+weights (speed does not depend on them). The two paths alternate for a few rounds, so a drift in
+the machine's speed hits both; the medians and the median ratio are printed.
 
-    python benchmarks/step_speed.py [--steps 30] [--warmup 5] [--compile] [--device cpu]
+    python benchmarks/step_speed.py [--rounds 3] [--steps 15] [--compile] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -22,8 +24,11 @@ import torchvision.transforms as T
 from PIL import Image
 
 import kdlab
+from kdlab.config import TrainConfig
 from kdlab.data import TensorImageSet, build_loader
 from kdlab.data.batch import Batch
+from kdlab.engine.device import DevicePolicy, build_policy
+from kdlab.engine.trainer import prepare_distiller
 
 MEAN, STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
@@ -43,13 +48,16 @@ class PILDataset(torch.utils.data.Dataset):
         return self.tf(Image.fromarray(self.images[i])), int(self.targets[i])
 
 
-def make_distiller(device: torch.device, channels_last: bool) -> tuple:
+def make_distiller(policy: DevicePolicy | None, device: torch.device, compile: bool = False) -> tuple:
+    """The KD distiller; with a policy, prepared exactly as the Trainer prepares it."""
     torch.manual_seed(0)
     teacher = kdlab.create_model("resnet32x4", num_classes=100)
     student = kdlab.create_model("resnet8x4", num_classes=100)
-    d = kdlab.create_distiller("kd", student=student, teacher=teacher).to(device)
-    if channels_last:
-        d.to(memory_format=torch.channels_last)
+    d = kdlab.create_distiller("kd", student=student, teacher=teacher)
+    if policy is None:
+        d.to(device)
+    else:
+        prepare_distiller(d, policy, compile=compile)
     d.train()
     opt = torch.optim.SGD(d.trainable_parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     return d, opt
@@ -97,8 +105,9 @@ def kdlab_batches(images: np.ndarray, targets: np.ndarray, bs: int, device: torc
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=15, help="timed steps per round and path")
+    ap.add_argument("--warmup", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of (a) then (b); medians are reported")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference path")
     ap.add_argument("--compile", action="store_true", help="also time kdlab's path with torch.compile")
@@ -106,30 +115,39 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device)
     rng = np.random.default_rng(0)
-    n = args.batch_size * (args.steps + args.warmup + 2)
+    # one epoch covers every round, so no DataLoader restart falls inside a timed loop (a real
+    # CIFAR epoch is 782 steps long, where that restart is negligible)
+    n = args.batch_size * (args.rounds * args.steps + args.warmup + 10)
     images = rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
     targets = rng.integers(0, 100, size=n).astype(np.int64)
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up")
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch_size}, "
+          f"{args.rounds} rounds of {args.steps} timed steps per path")
 
-    d, opt = make_distiller(device, channels_last=False)
-    ref = time_loop(reference_batches(PILDataset(images, targets), args.batch_size, args.workers, device),
-                    d, opt, False, device, args.steps, args.warmup, args.batch_size)
-    print(f"(a) reference: fp32, eager, PIL DataLoader ({args.workers} workers): {ref:8.1f} img/s")
-
-    d, opt = make_distiller(device, channels_last=True)
-    fast = time_loop(kdlab_batches(images, targets, args.batch_size, device), d, opt, True, device,
-                     args.steps, args.warmup, args.batch_size)
-    print(f"(b) kdlab default: tensor data + batched aug, bf16, channels_last: {fast:8.1f} img/s")
-    print(f"ratio (b)/(a): {fast / ref:.2f}x")
-
+    policy = build_policy(TrainConfig(device=str(device)), kdlab.create_model("resnet8x4"))
+    amp = policy.amp_dtype is not None
+    paths = {
+        "a": (make_distiller(None, device), False,
+              reference_batches(PILDataset(images, targets), args.batch_size, args.workers, device)),
+        "b": (make_distiller(policy, device), amp, kdlab_batches(images, targets, args.batch_size, device)),
+    }
     if args.compile:
-        d, opt = make_distiller(device, channels_last=True)
-        d.student.compile()
-        d.teacher.compile()
-        comp = time_loop(kdlab_batches(images, targets, args.batch_size, device), d, opt, True, device,
-                         args.steps, args.warmup + 3, args.batch_size)
-        print(f"(c) kdlab default + torch.compile: {comp:8.1f} img/s; ratio (c)/(a): {comp / ref:.2f}x")
+        paths["c"] = (make_distiller(policy, device, compile=True), amp,
+                      kdlab_batches(images, targets, args.batch_size, device))
+    rates: dict[str, list[float]] = {k: [] for k in paths}
+    for r in range(args.rounds):
+        for key, ((d, opt), use_amp, batches) in paths.items():
+            warm = args.warmup + (3 if key == "c" else 0) if r == 0 else 0
+            rates[key].append(time_loop(batches, d, opt, use_amp, device, args.steps, warm, args.batch_size))
+        print(f"round {r + 1}: " + ", ".join(f"({k}) {v[-1]:.1f} img/s" for k, v in rates.items())
+              + f"; (b)/(a) {rates['b'][-1] / rates['a'][-1]:.2f}x")
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratios = [b / a for a, b in zip(rates["a"], rates["b"])]
+    print(f"(a) reference: fp32, eager, PIL DataLoader ({args.workers} workers): {med['a']:8.1f} img/s (median)")
+    print(f"(b) kdlab default ({policy.describe()}, tensor data, batched aug): {med['b']:8.1f} img/s (median)")
+    if "c" in med:
+        print(f"(c) kdlab default + torch.compile: {med['c']:8.1f} img/s (median)")
+    print(f"ratio (b)/(a): {statistics.median(ratios):.2f}x (median of rounds; min {min(ratios):.2f}x, "
+          f"max {max(ratios):.2f}x)")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,9 @@ def run_demo(dataset: str = "digits", root: str = "data", epochs: int | None = N
                      "seconds": time.time() - t0, "run_dir": summary.get("run_dir")})
     print()
     print(format_table(rows))
-    print(f"\nval = {summary_split_note()}; test = the dataset's test split, scored once with the "
+    n_test = summary.get("test_images")
+    size = f" ({n_test} images: one image is {100 / n_test:.2f} points)" if n_test else ""
+    print(f"\nval = {summary_split_note()}; test = the dataset's test split{size}, scored once with the "
           "checkpoint that was best on val.")
     print(f"runs written to {out}")
     return rows

@@ -5,8 +5,8 @@ Data: 10 classes of ../shared's 100-class Tiny-ImageNet subset (a symlinked tree
 wnids), the first 30 training and 30 official-val (= test) images per class, at 32 px; 20% of train
 is held out for validation (240 train / 60 val / 300 test). A resnet14 teacher is trained first
 (module-scoped fixture); each method then distils a resnet8 for a few epochs from its cached
-logits (``data.cache_teacher``, the few-sample setting). Chance is 10%. Marked ``slow``: about
-two to three minutes on one CPU thread (run with ``-m slow``).
+logits (``data.cache_teacher``, the few-sample setting). Chance is 10%. About one minute on one
+CPU thread; it is in the default set (skipped when ../shared is absent).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from shared_data import extracted
 from kdlab.config import load_config
 from kdlab.experiment import run_experiment
 
-pytestmark = [pytest.mark.slow, pytest.mark.shared]
+pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("no_fsync")]
 
 METHODS = ["kd", "dkd", "nkd", "uskd", "wsld", "dist", "ckd", "comparative", "mixup", "mixup3", "cutmix"]
 CLASSES = 10
@@ -33,7 +33,6 @@ COMMON = ["data.dataset=tiny-imagenet", "data.limit_per_class=30", "data.image_s
 TIMES: dict[str, float] = {}
 
 
-pytestmark = pytest.mark.usefixtures("no_fsync")
 
 
 def ten_class_tree(src, dest):

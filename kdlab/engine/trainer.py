@@ -119,6 +119,22 @@ class _Meter:
                       for k, v in s["terms"].items()}
 
 
+def prepare_distiller(distiller: Distiller, policy: DevicePolicy, *, compile: bool = False) -> None:
+    """Put a distiller on the policy's device and memory format, in place (the Trainer's set-up).
+
+    ``compile`` compiles student and teacher in place (``nn.Module.compile``: state-dict keys
+    unchanged).
+    """
+    distiller.to(policy.device)
+    if policy.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    teacher = distiller.teacher
+    if compile:
+        distiller.student.compile()
+        if teacher is not None:
+            teacher.compile()
+
+
 class Trainer:
     """Train a distiller with one config; ``fit()`` returns the run summary (also ``summary.json``).
 
@@ -144,13 +160,7 @@ class Trainer:
         tc = cfg.train
         seed_everything(tc.seed, tc.deterministic)
         self.policy: DevicePolicy = build_policy(tc, distiller.student)
-        distiller.to(self.policy.device)
-        if self.policy.channels_last:
-            distiller.to(memory_format=torch.channels_last)
-        if tc.compile:
-            distiller.student.compile()
-            if distiller.teacher is not None:
-                distiller.teacher.compile()
+        prepare_distiller(distiller, self.policy, compile=tc.compile)
 
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch <= 0:
@@ -511,12 +521,12 @@ class Trainer:
     # ---- the end ------------------------------------------------------------------------
     def _finish(self, stopped_by: str) -> dict[str, Any]:
         has_val = self.val_loader is not None
-        test_last = test_best = None
+        test_last = test_best = test_n = None
         if self.cfg.train.test_at_end and self.test_loader is not None and self.global_step > 0:
             m_last = self._evaluate(self.test_loader)
             self.logger.log_eval("test", epoch=self.epochs_run, step=self.global_step, metrics=m_last,
                                  weights="last")
-            test_last = m_last["top1"]
+            test_last, test_n = m_last["top1"], int(m_last["n"])
             if has_val and self.best["step"] is not None and self.best["step"] != self.global_step:
                 keep = {k: v.detach().clone() for k, v in self.distiller.state_dict_without_teacher().items()}
                 best = load_checkpoint_file(self.best_path)
@@ -539,6 +549,7 @@ class Trainer:
             "val_top1": self.best["top1"],
             "test_top1_at_best_val": test_best,
             "test_top1_last": test_last,
+            "test_images": test_n,
             "epochs_run": self.epochs_run,
             "steps": self.global_step,
             "wall_s": round(self._wall(), 3),
