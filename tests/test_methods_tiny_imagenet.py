@@ -33,8 +33,6 @@ COMMON = ["data.dataset=tiny-imagenet", "data.limit_per_class=30", "data.image_s
 TIMES: dict[str, float] = {}
 
 
-
-
 def ten_class_tree(src, dest):
     """A Tiny-ImageNet tree holding the first 10 wnids of ``src`` (symlinks, no copies)."""
     wnids = sorted((src / "wnids.txt").read_text().split())[:CLASSES]
@@ -84,3 +82,22 @@ def test_each_logit_method_beats_chance_on_real_images(teacher, method):
           f"test at best val {summary['test_top1_at_best_val']:.1f}, {TIMES[method]:.1f}s")
     assert summary["val_top1"] > CHANCE + 10  # 60 val images: > 20% is 13+ right, chance gives ~6
     assert summary["test_top1_at_best_val"] > CHANCE + 4  # 300 unseen test images
+
+
+# Issue 4: a few feature, relational and contrastive methods (the teacher runs every step).
+FEATURE_METHODS = {
+    "fitnet": [], "at": [], "rkd": [], "reviewkd": ["method.params.warmup_epochs=2"],
+    "simkd": [], "crd": ["method.params.nce_k=64"],  # 240 training images: K must leave other-class room
+}
+
+
+@pytest.mark.parametrize("method", FEATURE_METHODS)
+def test_feature_methods_beat_chance_on_real_images(teacher, method):
+    root, out, ckpt = teacher
+    cfg = load_config(None, COMMON + FEATURE_METHODS[method] + [
+        f"data.root={root}", f"out_dir={out}", f"name=f-{method}", "student.name=resnet8", "teacher.name=resnet14",
+        f"teacher.checkpoint={ckpt}", f"method.name={method}", "schedule.epochs=10"])
+    summary = run_experiment(cfg)
+    print(f"{method}: val {summary['val_top1']:.1f}, test at best val {summary['test_top1_at_best_val']:.1f}")
+    assert summary["val_top1"] > CHANCE + 10
+    assert summary["test_top1_at_best_val"] > CHANCE + 4

@@ -570,7 +570,7 @@ class Trainer:
         }
         self.logger.write_summary(summary)
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        self.logger.print(f"{self.cfg.name}: done after {self.global_step} steps ({stopped_by}); "
+        self.logger.print(f"{self.cfg.name}: done after {self.global_step} steps (stopped by {stopped_by}); "
                           f"best epoch {summary['best_epoch']}, val_top1 {fmt(summary['val_top1'])}, "
                           f"test_top1 at best {fmt(test_best)}, last {fmt(test_last)}")
         return summary
