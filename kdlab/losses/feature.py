@@ -124,7 +124,7 @@ def svd_vectors(feat: Tensor, n: int, space: str = "channel") -> tuple[Tensor, T
     (the references leave them, so a degenerate spectrum can poison a step).
     """
     b, c, h, w = feat.shape
-    x = feat.float()
+    x = feat if feat.dtype == torch.float64 else feat.float()  # no SVD in half precision; keep float64
     if space == "channel":
         x = x.reshape(b, c, h * w).transpose(1, 2)
     elif space == "width":
