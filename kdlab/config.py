@@ -10,6 +10,7 @@ without the directory or the ``.yaml`` suffix, e.g. ``cifar100/kd/resnet32x4_res
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class DataConfig:
     split_seed: int = 0
     download: bool = False
     subset_size: int | None = None
+    stratify: bool = True  # subset and val split keep class proportions; false: uniform draws (CompKD)
     limit_per_class: int | None = None
     image_size: int | None = None
     in_memory: bool | None = None
@@ -118,6 +120,26 @@ class Config:
 # loading
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, plus YAML 1.2 floats: ``1e-3`` and ``3e-05`` are numbers, not strings.
+
+    (YAML 1.1, which PyYAML follows, wants a dot and a signed exponent, ``1.0e-3``; hyper-parameters
+    such as ``alpha: 3e-5`` would otherwise reach a method as the string ``'3e-5'``.)
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`_YamlLoader` (safe, YAML 1.2 floats)."""
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def resolve_config_path(spec: str | Path) -> Path:
     """A path to a YAML file, or the name of a shipped recipe (``cifar100/kd/resnet32x4_resnet8x4``)."""
     p = Path(spec)
@@ -143,7 +165,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise KdlabError(f"config {path} includes itself through 'base:'")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise KdlabError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
@@ -174,7 +196,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise KdlabError(f"override {item!r} must look like key.sub=value")
         key, _, text = item.partition("=")
         try:
-            value = yaml.safe_load(text) if text != "" else None
+            value = load_yaml(text) if text != "" else None
         except yaml.YAMLError:
             value = text
         node = out

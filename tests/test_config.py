@@ -85,7 +85,7 @@ def test_every_shipped_recipe_is_consistent():
     """Each recipe loads, names a known method, models and hyper-parameters, and a distillation
     recipe's teacher checkpoint is exactly where the shipped teacher recipe writes it."""
     from kdlab.data import list_datasets
-    from kdlab.methods import method_class, method_defaults
+    from kdlab.methods import _checked_value, method_class, method_defaults
     from kdlab.models import check_model_name
 
     configs = {n: load_config(n) for n in list_configs()}
@@ -105,3 +105,31 @@ def test_every_shipped_recipe_is_consistent():
             assert ck, f"{name}: no teacher checkpoint"
             if ck.startswith("runs/"):
                 assert produced.get(ck) == cfg.teacher.name, f"{name}: no shipped recipe trains {ck}"
+        parts = [(cfg.method.name, cfg.method.params)]
+        if cfg.method.name == "compose":
+            parts += [(t["method"], t.get("params") or {}) for t in cfg.method.params["terms"]]
+        for method, params in parts:  # every value has the type its method expects
+            defaults = method_defaults(method)
+            for key, value in params.items():
+                _checked_value(method, key, value, defaults[key])
+
+
+def test_yaml_floats_without_a_dot_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method:\n  name: vitkd\n  params: {alpha_vitkd: 3e-05, beta_vitkd: 1E+2}\noptim: {lr: 5e-2}\n")
+    cfg = load_config(path, ["method.params.lambda_vitkd=5e-1"])
+    assert cfg.method.params == {"alpha_vitkd": 3e-05, "beta_vitkd": 100.0, "lambda_vitkd": 0.5}
+    assert cfg.optim.lr == 0.05
+
+
+def test_a_hyper_parameter_of_the_wrong_type_is_one_line():
+    import kdlab
+
+    student = kdlab.create_model("resnet8", num_classes=10)
+    teacher = kdlab.create_model("resnet8", num_classes=10)
+    with pytest.raises(KdlabError, match="hyper-parameter 'temperature' must be a number .*got 'abc'"):
+        kdlab.create_distiller("kd", student=student, teacher=teacher, temperature="abc")
+    with pytest.raises(KdlabError, match="'warmup_epochs' must be an integer"):
+        kdlab.create_distiller("dkd", student=student, teacher=teacher, warmup_epochs=2.5)
+    d = kdlab.create_distiller("kd", student=student, teacher=teacher, temperature=2)
+    assert isinstance(d.temperature, float) and d.temperature == 2.0

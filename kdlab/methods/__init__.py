@@ -58,7 +58,31 @@ def create_distiller(method: str, *, student: nn.Module, teacher: nn.Module | No
             near = closest(key, valid, n=1)
             hint = f"did you mean {near[0]!r}?" if near else f"valid: {', '.join(valid) or 'none'}"
             raise KdlabError(f"method {method!r} has no hyper-parameter {key!r}; {hint}")
+    hparams = {k: _checked_value(method, k, v, valid[k]) for k, v in hparams.items()}
     return cls(student, teacher, **hparams)
+
+
+def _checked_value(method: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` fitted to the type of a bool / int / float default, or one clear error line.
+
+    An int where a float is expected becomes a float; a string, a list or anything else where a
+    number or a flag is expected is refused (e.g. an unquoted ``abc`` on the command line).
+    """
+    if value is None or default is None or default is inspect.Parameter.empty:
+        return value
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, float):
+        ok, want = isinstance(value, int | float) and not isinstance(value, bool), "a number"
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    else:
+        return value
+    if not ok:
+        raise KdlabError(f"method {method!r}: hyper-parameter {key!r} must be {want} (default {default!r}), "
+                         f"got {value!r}")
+    return value
 
 
 def list_methods() -> list[str]:
