@@ -122,7 +122,7 @@ def load_data(cfg: Config) -> DataBundle:
     d = cfg.data
     return build_dataset(d.dataset, d.root, val_fraction=d.val_fraction, split_seed=d.split_seed,
                          download=d.download, subset_size=d.subset_size, limit_per_class=d.limit_per_class,
-                         image_size=d.image_size, in_memory=d.in_memory)
+                         image_size=d.image_size, in_memory=d.in_memory, stratify=d.stratify)
 
 
 def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy, distiller: Distiller | None) -> Any:
@@ -182,7 +182,7 @@ def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, pol
     st = Path(ck).expanduser().stat() if ck else None
     fp = cache_fingerprint(
         data=[d.dataset, str(Path(d.root).expanduser().resolve()), d.subset_size, d.limit_per_class, d.image_size,
-              d.val_fraction, d.split_seed, d.crop_padding, d.flip, list(data.mean), list(data.std)],
+              d.val_fraction, d.split_seed, d.stratify, d.crop_padding, d.flip, list(data.mean), list(data.std)],
         images=_images_digest(data.train), teacher=[cfg.teacher.name, cfg.teacher.kwargs, ck,
                                                     st.st_size if st else None, st.st_mtime_ns if st else None],
         view=d.cache_view, seed=cfg.train.seed, amp=str(policy.amp_dtype))

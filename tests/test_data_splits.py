@@ -89,3 +89,21 @@ def test_registry_and_unknown_name():
 def test_bad_arguments(kw):
     with pytest.raises(KdlabError):
         build_dataset("digits", "unused", **kw)
+
+
+def test_uniform_draws_ignore_the_classes():
+    targets = torch.tensor([0] * 90 + [1] * 10)
+    strat = [int((targets[stratified_subset(targets, 10, seed=s)] == 1).sum()) for s in range(40)]
+    assert set(strat) == {1}  # always the class proportion
+    uniform = [int((targets[stratified_subset(targets, 10, seed=s, stratify=False)] == 1).sum()) for s in range(40)]
+    assert len(set(uniform)) > 2 and 0.5 < sum(uniform) / len(uniform) < 1.5  # hypergeometric, mean 1
+    kept, held = stratified_split(targets, 0.2, seed=3, stratify=False)
+    assert len(held) == 20 and len(kept) == 80
+    assert sorted(torch.cat([kept, held]).tolist()) == list(range(100))
+
+
+def test_uniform_subset_and_split_through_build_dataset():
+    data = build_dataset("digits", "unused", subset_size=200, val_fraction=0.2, split_seed=2, stratify=False)
+    assert (len(data.train), len(data.val)) == (160, 40)
+    assert torch.bincount(data.val.targets, minlength=10).tolist() != [4] * 10
+    assert "uniform subset of 200" in data.splits_note and "uniform random" in data.splits_note

@@ -4,6 +4,7 @@ The steps, the same for every registered dataset:
 1. the builder finds the official train and test splits under ``root``;
 2. ``limit_per_class`` keeps the first k images of each class (train and test; for tests);
 3. ``subset_size`` keeps a seeded, stratified random subset of N training images (few-sample KD);
+   ``stratify=False`` makes it, and the validation split, plain uniform random draws;
 4. image files are decoded into one uint8 tensor when they fit (:mod:`kdlab.data.memory`), tensor
    sets are resized when ``image_size`` asks for it;
 5. ``val_fraction`` of what is left of train is held out, stratified and seeded by ``split_seed``.
@@ -61,7 +62,7 @@ def _prepare(s: ImageSet, *, name: str, root: Path, image_size: int | None,
 def build_dataset(name: str, root: str | Path, *, val_fraction: float = 0.1, split_seed: int = 0,
                   download: bool = False, subset_size: int | None = None,
                   limit_per_class: int | None = None, image_size: int | None = None,
-                  in_memory: bool | None = None) -> DataBundle:
+                  in_memory: bool | None = None, stratify: bool = True) -> DataBundle:
     """Load dataset ``name`` from ``root`` as train / val / test :class:`ImageSet` s.
 
     ``val`` is a stratified ``val_fraction`` of the (capped, subset) training split, chosen by
@@ -82,17 +83,19 @@ def build_dataset(name: str, root: str | Path, *, val_fraction: float = 0.1, spl
     if subset_size is not None:
         if subset_size > len(train):
             raise KdlabError(f"subset_size {subset_size} exceeds the {len(train)} training images of {name}")
-        train = train.subset(stratified_subset(train.targets, subset_size, split_seed))
-        notes.append(f"random stratified subset of {subset_size} (split_seed {split_seed})")
+        train = train.subset(stratified_subset(train.targets, subset_size, split_seed, stratify))
+        kind = "stratified" if stratify else "uniform"
+        notes.append(f"random {kind} subset of {subset_size} (split_seed {split_seed})")
     kw = dict(name=name, root=raw.root, image_size=image_size, in_memory=in_memory)
     train, test = _prepare(train, **kw), _prepare(test, **kw)
     pool = len(train)
     val = None
     if val_fraction > 0:
-        keep, held = stratified_split(train.targets, val_fraction, split_seed)
+        keep, held = stratified_split(train.targets, val_fraction, split_seed, stratify)
         train, val = train.subset(keep), train.subset(held)
     train_note = "; ".join(notes)
-    val_note = (f"val: {len(val)} images held out of those {pool} ({val_fraction:g}, stratified, "
+    val_note = (f"val: {len(val)} images held out of those {pool} ({val_fraction:g}, "
+                f"{'stratified' if stratify else 'uniform random'}, "
                 f"split_seed {split_seed})" if val is not None else "val: none (val_fraction 0)")
     mean, std = raw.stats
     return DataBundle(

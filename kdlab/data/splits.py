@@ -3,7 +3,8 @@
 Every function returns sorted int64 indices and draws from its own NumPy generator seeded with
 ``(seed, stream)``, so the result depends only on the labels and the seed, never on any global or
 training RNG. Per-class counts follow the class proportions (largest-remainder rounding), so the
-total is exactly what was asked for.
+total is exactly what was asked for. ``stratify=False`` treats the whole set as one group: a
+plain uniform random draw (Comparative KD's ``random.sample`` subset and shuffled 80/20 split).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), stream]))
 
 
-def _by_class(targets: Tensor) -> list[np.ndarray]:
+def _by_class(targets: Tensor, stratify: bool = True) -> list[np.ndarray]:
     t = targets.cpu().numpy()
+    if not stratify:
+        return [np.arange(len(t))]
     return [np.flatnonzero(t == c) for c in np.unique(t)]
 
 
@@ -46,17 +49,18 @@ def first_per_class(targets: Tensor, k: int) -> Tensor:
     return _sorted([idx[:k] for idx in _by_class(targets)])
 
 
-def stratified_subset(targets: Tensor, n: int, seed: int) -> Tensor:
+def stratified_subset(targets: Tensor, n: int, seed: int, stratify: bool = True) -> Tensor:
     """A random subset of ``n`` indices with class proportions kept as far as possible."""
-    groups = _by_class(targets)
+    groups = _by_class(targets, stratify)
     take = allocate(np.array([len(g) for g in groups]), n)
     rng = _rng(seed, _SUBSET_STREAM)
     return _sorted([rng.permutation(g)[:k] for g, k in zip(groups, take)])
 
 
-def stratified_split(targets: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+def stratified_split(targets: Tensor, fraction: float, seed: int,
+                     stratify: bool = True) -> tuple[Tensor, Tensor]:
     """(kept, held_out) indices; ``round(fraction * N)`` held out, stratified by class."""
-    groups = _by_class(targets)
+    groups = _by_class(targets, stratify)
     take = allocate(np.array([len(g) for g in groups]), round(fraction * len(targets)))
     rng = _rng(seed, _SPLIT_STREAM)
     kept, held = [], []
