@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 import kdlab
 from kdlab import losses
@@ -87,3 +88,40 @@ def test_uskd_trains_without_a_teacher(student):
         last = sum(d(x, y)[1].values()).item()
     assert last < 0.8 * first, (first, last)
     assert not torch.equal(head_before, d.aux_head.weight)
+
+
+def test_on_a_vit_the_head_reads_the_class_token_of_block_half_minus_one():
+    torch.manual_seed(0)
+    vit = kdlab.create_model("vit_tiny_patch4_64", num_classes=10, depth=4)  # 64 px only: sized at 64
+    d = kdlab.create_distiller("uskd", student=vit)
+    assert (d.aux_head.in_features, d.aux_head.out_features) == (192, 10)
+    seen = {}
+    hook = vit.blocks[4 // 2 - 1].register_forward_hook(lambda m, a, out: seen.setdefault("tokens", out))
+    try:
+        x = torch.randn(2, 3, 64, 64)
+        f = FeatureRecorder(vit, {"logits", "stages"})
+        with torch.no_grad():
+            feats = f(x)
+        f.remove()
+    finally:
+        hook.remove()
+    expected = d.aux_head(seen["tokens"][:, 0])  # block L/2 - 1, class token
+    assert torch.allclose(d.aux_logits(feats), expected, atol=1e-6)
+    with pytest.raises(KdlabError, match="set method.params.image_size"):
+        kdlab.create_distiller("uskd", student=vit, image_size=32)  # the 64 px ViT rejects 32 px
+
+
+def test_a_shipped_config_without_a_teacher_trains_from_the_cli(tmp_path, capsys, no_fsync):
+    from kdlab.cli import main
+
+    code = main(["train", "cifar100/uskd/resnet8x4", "data.dataset=digits", "data.image_size=16",
+                 "data.crop_padding=2", "data.batch_size=64", "schedule.epochs=2", "train.device=cpu",
+                 "train.progress=false", "train.tensorboard=false", f"out_dir={tmp_path}", "name=uskd"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    summary = (tmp_path / "uskd" / "summary.json").read_text()
+    assert '"stopped_by": "epochs"' in summary
+    cfg = yaml.safe_load((tmp_path / "uskd" / "config.yaml").read_text())
+    assert cfg["teacher"]["name"] == "" and cfg["method"]["name"] == "uskd"  # no teacher anywhere
+    metrics = [line for line in (tmp_path / "uskd" / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert metrics and "uskd_weak" in metrics[-1]

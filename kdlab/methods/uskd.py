@@ -13,7 +13,7 @@ from kdlab.methods.base import Distiller, Needs
 from kdlab.methods.nkd import PAPER
 from kdlab.methods.registry import register_method
 
-PROBE_SIZES = (32, 224)  # dummy-forward sizes tried, in order, to size the auxiliary head
+PROBE_SIZES = (32, 224)  # dummy-forward sizes tried, in order, when no image_size is given
 
 
 def pool_feature(f: Tensor) -> Tensor:
@@ -27,27 +27,45 @@ def pool_feature(f: Tensor) -> Tensor:
     raise KdlabError(f"uskd: cannot pool a feature of shape {tuple(f.shape)}")
 
 
-def _probe(student: nn.Module, stage: int) -> tuple[int, int]:
-    """(feature width of ``stages[stage]`` after :func:`pool_feature`, number of classes)."""
+def _shapes(student: nn.Module, image_size: int | None) -> dict:
+    """Feature shapes from one dummy forward at ``image_size`` (or the first size the model accepts)."""
+    declared = getattr(getattr(student, "patch_embed", None), "img_size", None)  # a timm ViT's fixed size
+    sizes = (image_size,) if image_size else ((declared[0],) if declared else PROBE_SIZES)
     error: Exception | None = None
-    for size in PROBE_SIZES:
+    for size in sizes:
         try:
-            shapes = feature_shapes(student, size)
-            break
+            return feature_shapes(student, size)
         except KdlabError:
             raise
         except Exception as e:  # the model rejects this input size: try the next one
             error = e
-    else:
-        raise KdlabError(f"uskd: could not run {type(student).__name__} on a dummy input to size the "
-                         f"auxiliary head ({error})")
+    raise KdlabError(f"uskd: could not run {type(student).__name__} on a dummy {sizes[-1]} px input to size "
+                     f"the auxiliary head ({error}); set method.params.image_size to the input size")
+
+
+def default_stage(stages: list[tuple[int, ...]]) -> int:
+    """``-2`` (the stage before the last) for CNN maps; for token stages (N×D) the middle block.
+
+    A ViT's ``stages[k]`` is the output of block ``k−1``; the reference reads the class token of
+    block ``L/2 − 1`` (L blocks), i.e. ``stages[L // 2]``.
+    """
+    if len(stages[-1]) == 2:  # N×D tokens: stem + L blocks
+        return (len(stages) - 1) // 2
+    return -2
+
+
+def _probe(student: nn.Module, stage: int | None, image_size: int | None) -> tuple[int, int, int]:
+    """(the stage read, its width after :func:`pool_feature`, number of classes)."""
+    shapes = _shapes(student, image_size)
     stages = shapes["stages"]
+    if stage is None:
+        stage = default_stage(stages)
     if not -len(stages) <= stage < len(stages):
         raise KdlabError(f"uskd: feature_stage={stage} is out of range; the student has {len(stages)} "
                          f"stages (stem first, deepest last), so use -{len(stages)}..{len(stages) - 1}")
     shape = stages[stage]
     width = shape[0] if len(shape) == 3 else shape[-1]  # C of C×H×W; D of N×D or D
-    return width, shapes["logits"][0]
+    return stage, width, shapes["logits"][0]
 
 
 @register_method("uskd", paper=PAPER)
@@ -55,10 +73,11 @@ class USKD(Distiller):
     """Universal self-KD (no teacher): CE + customized target and Zipf non-target labels + a weak head.
 
     Follows yzd-v/cls_KD ``mmcls/models/dis_losses/uskd.py`` and its distiller (``sd=True``):
-    a ``Linear(channels → classes)`` auxiliary head reads the pooled ``stages[feature_stage]``
-    (default ``-2``: the stage before the last, GAP'd, as ``neck(fea_s[-2])`` in the reference;
-    a ViT plugs in by choosing its middle block, whose class token is taken). Its width is found
-    by a dummy forward at 32 px (224 px if the model rejects 32). The loss is
+    a ``Linear(channels → classes)`` auxiliary head reads the pooled ``stages[feature_stage]``.
+    The default (``None``) follows the reference: for a CNN ``-2``, the stage before the last,
+    GAP'd, as ``neck(fea_s[-2])``; for a ViT the class token of block ``L/2 − 1`` (``stages[L//2]``,
+    see :func:`default_stage`). Its width is found by a dummy forward at ``image_size`` (filled
+    from the dataset by ``kdlab train``; 32 px, then 224 px, when not given). The loss is
     ``ce_weight·CE + alpha·L_t + beta·L_non + mu·L_weak`` (:func:`kdlab.losses.uskd_parts`):
 
     * ``L_t``: CE on the ground truth scaled by the detached soft label ``p_gt² + 1 − mean(p_gt²)``;
@@ -77,11 +96,11 @@ class USKD(Distiller):
     uses_teacher = False
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, alpha: float = 0.1,
-                 beta: float = 0.1, mu: float = 0.1, feature_stage: int = -2,
+                 beta: float = 0.1, mu: float = 0.1, feature_stage: int | None = None,
                  label_smoothing: float = 0.1, rank_on_log_softmax: bool = True,
-                 ce_weight: float = 1.0) -> None:
+                 ce_weight: float = 1.0, image_size: int | None = None) -> None:
         super().__init__(student, teacher)
-        width, num_classes = _probe(student, feature_stage)
+        feature_stage, width, num_classes = _probe(student, feature_stage, image_size)
         p = next(student.parameters(), None)
         self.aux_head = nn.Linear(width, num_classes)
         if p is not None:
