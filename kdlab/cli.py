@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run folder or a checkpoint file", epilog=EPILOG)
-    e.add_argument("target", help="a run folder (uses its config.yaml and best checkpoint) or a .pt/.pth file")
+    e.add_argument("target", help="a run folder (uses its config.yaml and best checkpoint), a kdlab checkpoint "
+                   "(carries its config) or a foreign .pt/.pth file (needs student.name=...)")
     e.add_argument("overrides", nargs="*", help="key.sub=value overrides (student.name=..., data.root=...)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.set_defaults(func=_cmd_eval)

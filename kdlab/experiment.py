@@ -41,7 +41,7 @@ from kdlab.engine.device import DevicePolicy, build_policy
 from kdlab.engine.trainer import Trainer
 from kdlab.errors import KdlabError, closest
 from kdlab.methods import create_distiller, method_class, method_defaults
-from kdlab.methods.base import Distiller
+from kdlab.methods.base import DATA_FACTS, Distiller
 from kdlab.models import check_model_name, count_parameters, create_model, load_checkpoint
 
 log = logging.getLogger("kdlab")
@@ -61,8 +61,12 @@ class Experiment:
     run_dir: Path
 
 
-def check_config(cfg: Config) -> None:
-    """Fail fast on names and paths, before any data is loaded."""
+def check_config(cfg: Config, *, weights: bool = True) -> None:
+    """Fail fast on names and paths, before any data is loaded.
+
+    ``weights=False`` (evaluating a finished run) skips the checks of the student's and teacher's
+    checkpoint files: the run's own checkpoint holds every weight the evaluated model needs.
+    """
     cls = method_class(cfg.method.name)
     valid = method_defaults(cfg.method.name)
     for key in cfg.method.params:
@@ -77,7 +81,7 @@ def check_config(cfg: Config) -> None:
     for name in names:
         check_model_name(name)
     for role, mc in (("student", cfg.student), ("teacher", cfg.teacher)):
-        if mc.checkpoint and not Path(mc.checkpoint).expanduser().is_file():
+        if weights and mc.checkpoint and not Path(mc.checkpoint).expanduser().is_file():
             raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist; train that model first "
                              f"(see `kdlab list configs`, e.g. cifar100/ce/<model>) or point {role}.checkpoint "
                              "at a checkpoint file")
@@ -90,7 +94,7 @@ def check_config(cfg: Config) -> None:
     if cls.uses_teacher:
         if not cfg.teacher.name:
             raise KdlabError(f"method {cfg.method.name!r} needs a teacher: set teacher.name and teacher.checkpoint")
-        if not cfg.teacher.checkpoint:
+        if weights and not cfg.teacher.checkpoint:
             raise KdlabError(
                 f"teacher.checkpoint is not set: method {cfg.method.name!r} would distill from an untrained "
                 "teacher; train one first (`kdlab train <teacher config>`) and point teacher.checkpoint at "
@@ -148,18 +152,17 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
     )
 
 
-DATA_FACTS = ("image_size", "num_data", "num_classes")
-
-
 def method_params(cfg: Config, data: DataBundle) -> dict[str, Any]:
     """The configured hyper-parameters, plus the data facts a method's signature asks for.
 
     A method that sizes adapters or memories declares ``image_size``, ``num_data`` (training-set
-    size) or ``num_classes`` as keyword arguments; unless the config sets them, they are filled
-    from the dataset, so no method needs to know where its data comes from.
+    size), ``num_classes`` or ``batch_size`` (``data.batch_size``; SemCKD's MLP width) as keyword
+    arguments; unless the config sets them, they are filled from the data, so no method needs to
+    know where its data comes from. ``compose`` declares them all and hands them to its parts.
     """
     params = dict(cfg.method.params)
-    facts = {"image_size": data.image_size[0], "num_data": len(data.train), "num_classes": data.num_classes}
+    facts = {"image_size": data.image_size[0], "num_data": len(data.train), "num_classes": data.num_classes,
+             "batch_size": cfg.data.batch_size}
     accepted = method_defaults(cfg.method.name)
     for key in DATA_FACTS:
         if key in accepted and key not in params:
