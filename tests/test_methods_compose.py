@@ -138,3 +138,57 @@ def test_list_methods_with_a_pair_prints_extra_parameters(monkeypatch, capsys):
     assert rows == {"cc": f"{emb:,}", "compose": "n/a:", "crd": f"{emb:,}", "kd": "0", "sp": "0"}
     assert "compose needs a non-empty 'terms' list" in out
     assert main(["list", "methods", "--pair", "resnet32x4"]) == 2
+
+
+def test_compose_takes_the_parts_instance_requirements():
+    """OFD with teacher_mode=eval keeps the shared teacher in eval mode; ReviewKD's per-instance needs
+    (pre-activation maps of the student only when asked) are what the composite records."""
+    s, t = _models("resnet32x4", "resnet8x4")
+    d = kdlab.create_distiller("compose", student=s, teacher=t, terms=[
+        {"method": "ofd", "params": {"teacher_mode": "eval"}}, {"method": "reviewkd"}])
+    assert d.teacher_mode == "eval"
+    d.train()
+    assert s.training and not t.training
+    assert d.needs.student == {"logits", "preact", "stages", "pooled"}  # OFD: preact; ReviewKD: stages
+    d2 = kdlab.create_distiller("compose", student=s, teacher=t, terms=[{"method": "ofd"}]).train()
+    assert d2.teacher_mode == "train" and t.training
+
+
+def test_kd_is_counted_once_next_to_a_kd_part():
+    s, t = _models("resnet32x4", "resnet8x4")
+    d = kdlab.create_distiller("compose", student=s, teacher=t, batch_size=8, terms=[
+        {"method": "kd", "params": {"kd_weight": 1.0}}, {"method": "semckd"}, {"method": "srrl"}])
+    assert d.parts["semckd"].kd_weight == 0.0 and d.parts["srrl"].kd_weight == 0.0
+    with torch.no_grad():
+        _, terms = d.eval()(_batch(n=8))
+    assert [k for k in terms if k.endswith(".kd")] == ["kd.kd"]  # SemCKD/SRRL return no KD term at weight 0
+    alone = kdlab.create_distiller("compose", student=s, teacher=t, batch_size=8, terms=[{"method": "semckd"}])
+    assert alone.parts["semckd"].kd_weight == 1.0  # no kd part: SemCKD keeps its own KD 1
+    with pytest.raises(KdlabError, match="count KD twice"):
+        kdlab.create_distiller("compose", student=s, teacher=t, terms=[
+            {"method": "kd"}, {"method": "crd", "params": {"kd_weight": 1.0}}], num_data=16)
+
+
+def test_batch_size_is_a_data_fact_for_semckd_in_compose_and_alone():
+    from kdlab.config import load_config
+    from kdlab.experiment import method_params
+
+    s, t = _models("resnet32x4", "resnet8x4")
+    d = kdlab.create_distiller("compose", student=s, teacher=t, batch_size=16, terms=[{"method": "semckd"}])
+    assert d.parts["semckd"].batch_size == 16 and d.parts["semckd"].query[0].linear1.in_features == 16
+    assert d.drop_last
+
+    class Data:  # the facts method_params reads
+        image_size, train, num_classes = (32, 32), range(100), 10
+
+    cfg = load_config("cifar100/semckd/resnet32x4_resnet8x4", ["data.batch_size=48"])
+    assert method_params(cfg, Data())["batch_size"] == 48
+    cfg = load_config("cifar100/semckd/resnet32x4_resnet8x4", ["data.batch_size=48", "method.params.batch_size=32"])
+    assert method_params(cfg, Data())["batch_size"] == 32  # a set value wins
+
+
+def test_few_sample_and_mixing_methods_cannot_be_parts():
+    s, t = _models("resnet32x4", "resnet8x4")
+    for name in ("comparative", "mixup3", "cutmix"):
+        with pytest.raises(KdlabError, match="cannot be a part of compose"):
+            kdlab.create_distiller("compose", student=s, teacher=t, terms=[{"method": name}])

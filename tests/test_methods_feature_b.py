@@ -95,7 +95,7 @@ PAIRS = [("resnet32x4", "resnet8x4"), ("wrn_40_2", "wrn_16_2"), ("vgg13", "Mobil
 CNN_METHODS = {
     "reviewkd": {},
     "mgd": {},
-    "semckd": {"batch_size": 4},
+    "semckd": {"batch_size": 4},  # the step check only; every connector is checked at batch 16 below
     "simkd": {},
     "srrl": {},
     "srrl_cls_kd": {"variant": "cls_kd"},
@@ -273,3 +273,22 @@ def test_srrl_variants():
     assert (b.sr_weight, b.kd_weight) == (5.0, 0.0)
     with pytest.raises(KdlabError, match="variant must be one of"):
         kdlab.create_distiller("srrl", student=s, teacher=t, variant="x")
+
+
+def test_semckd_every_query_key_and_projector_gets_a_gradient():
+    """At batch 16 (MLP width 16 -> 8 -> 4) each student query, teacher key and stage projector learns."""
+    torch.manual_seed(0)
+    teacher = kdlab.create_model("resnet32x4", num_classes=10)
+    student = kdlab.create_model("resnet8x4", num_classes=10)
+    d = kdlab.create_distiller("semckd", student=student, teacher=teacher, batch_size=16).train()
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    _, terms = d(x, y)
+    terms["semckd"].backward()
+    modules = {f"query{i}": m for i, m in enumerate(d.query)} | {f"key{j}": m for j, m in enumerate(d.key)}
+    modules |= {f"proj{i}{j}": m for i, row in enumerate(d.proj) for j, m in enumerate(row)}
+    assert len(modules) == 3 + 3 + 9
+    dead = [name for name, m in modules.items()
+            if not all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.parameters())]
+    assert not dead, f"no gradient in {dead}"
+    with pytest.raises(KdlabError, match="batch"):
+        d(x[:8], y[:8])

@@ -24,6 +24,10 @@ from kdlab.features import FeatureRecorder, Features
 
 _BUILD = threading.local()
 
+#: Facts of the data a method may declare as keyword arguments; unless its config sets them they
+#: are filled in from the dataset and data config (:func:`kdlab.experiment.method_params`).
+DATA_FACTS = ("image_size", "num_data", "num_classes", "batch_size")
+
 
 @contextmanager
 def building_parts() -> Iterator[None]:
@@ -70,6 +74,11 @@ class Distiller(nn.Module):
       ``"exact"`` or ``"relax"`` positives, see :mod:`kdlab.data.contrast`). May be set per instance.
     * ``loader_kind`` / ``loader_options`` — ``"images"`` (default) or another training loader
       registered in :data:`kdlab.experiment.TRAIN_LOADERS` (e.g. ``"tuples"``), with its options.
+    * ``hinton_kd_param`` — the name of the hyper-parameter weighting a Hinton-KD term the method
+      adds on its own (e.g. CRD's ``kd_weight``), so that a composite with a ``kd`` part counts KD once.
+
+    ``needs``, ``teacher_mode``, ``drop_last`` and ``needs_index`` may also be set per instance
+    (before ``super().__init__`` for ``needs``), e.g. from a hyper-parameter.
 
     Two-stage methods (AB, FT, FSP) set ``self.init_epochs > 0`` and implement
     :meth:`init_losses` (and optionally :meth:`init_parameters`, ``self.init_lr``): the trainer
@@ -85,6 +94,7 @@ class Distiller(nn.Module):
     contrast_negatives: int = 0
     contrast_mode: str = "exact"
     loader_kind: ClassVar[str] = "images"
+    hinton_kd_param: ClassVar[str | None] = None
     is_part: bool = False
     init_epochs: int = 0
     init_lr: float | None = None

@@ -28,11 +28,59 @@ from kdlab.methods.base import Distiller, Needs, building_parts
 from kdlab.methods.registry import register_method
 
 TERM_KEYS = ("method", "weight", "params", "name")
-DATA_FACTS = ("image_size", "num_data", "num_classes")
 
 
 def _overrides(cls: type, name: str) -> bool:
     return getattr(cls, name) is not getattr(Distiller, name)
+
+
+def _part_specs(terms: Sequence[Mapping[str, Any]],
+                facts: Mapping[str, Any]) -> list[tuple[str, str, float, dict[str, Any]]]:
+    """Check ``terms`` and return ``(method, label, weight, params)`` per part, with the CE and KD
+    rules applied and the data facts each part declares filled in."""
+    from kdlab.methods import method_class, method_defaults
+
+    if not terms:
+        raise KdlabError("compose needs a non-empty 'terms' list, e.g. "
+                         "terms: [{method: kd, weight: 1.0}, {method: sp, weight: 1.0}]")
+    has_kd_part = any(isinstance(e, Mapping) and e.get("method") == "kd" for e in terms)
+    specs: list[tuple[str, str, float, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(terms):
+        if not isinstance(entry, Mapping) or "method" not in entry:
+            raise KdlabError(f"compose: terms[{i}] must be a mapping with a 'method' key, got {entry!r}")
+        bad = sorted(set(entry) - set(TERM_KEYS))
+        if bad:
+            raise KdlabError(f"compose: terms[{i}] has unknown key(s) {bad}; valid: {', '.join(TERM_KEYS)}")
+        name = str(entry["method"])
+        if name == "compose":
+            raise KdlabError("compose: a term cannot itself be 'compose'; list its terms directly")
+        cls = method_class(name)  # unknown method -> the standard one-line error
+        if _overrides(cls, "forward") or cls.loader_kind != "images":
+            raise KdlabError(f"compose: method {name!r} changes the forward pass or the training batches "
+                             "(input mixing, few-sample tuples) and cannot be a part of compose")
+        valid = method_defaults(name)
+        params = dict(entry.get("params") or {})
+        if "ce_weight" in params:
+            raise KdlabError(f"compose: terms[{i}] ({name}) sets ce_weight; the CE is counted once, "
+                             "set compose's own ce_weight instead")
+        if "ce_weight" in valid:
+            params["ce_weight"] = 0.0
+        own_kd = cls.hinton_kd_param
+        if has_kd_part and own_kd:
+            if params.get(own_kd):
+                raise KdlabError(f"compose: terms[{i}] ({name}) sets {own_kd}={params[own_kd]} next to a 'kd' "
+                                 f"part, which would count KD twice; drop one of them")
+            params[own_kd] = 0.0
+        for key, value in facts.items():
+            if key in valid and key not in params and value is not None:
+                params[key] = value
+        label = str(entry.get("name") or name)
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            label = f"{label}#{seen[label]}"
+        specs.append((name, label, float(entry.get("weight", 1.0)), params))
+    return specs
 
 
 @register_method("compose", paper="(composition of registered methods)")
@@ -53,80 +101,51 @@ class Compose(Distiller):
     hyper-parameter is built with ``ce_weight=0`` (setting it in a part's params is an error), and
     any ``"ce"`` term a part still returns is dropped.
 
-    Data facts (``image_size``, ``num_data``, ``num_classes``) are forwarded to the parts that
-    declare them. Class-level requirements are combined: the union of needs, ``needs_index`` and
+    **The KD rule:** with a ``kd`` part in the list, Hinton KD is counted once, by that part: a
+    part that adds its own KD term (``hinton_kd_param``: CRD's, SemCKD's and SRRL's ``kd_weight``)
+    is built with it at 0, and setting it non-zero there is an error. Without a ``kd`` part those
+    parts keep their own KD term (e.g. SemCKD's KD 1).
+
+    Data facts (``image_size``, ``num_data``, ``num_classes``, ``batch_size``) are forwarded to
+    the parts that declare them. The parts are built first and their (per-instance) requirements
+    are combined: the union of needs, ``needs_index`` and
     ``drop_last`` if any part sets them, teacher in train mode if any part asks for it, the largest
     ``contrast_negatives`` (parts asking for different contrast modes are an error). At most one
     part may change the reported student (``student_logits`` / ``inference_model``, e.g. SimKD) or
     have an init phase (AB, FT, FSP); its behaviour is delegated to. Methods that override the
-    forward pass itself (input mixing: mixup, cutmix) cannot be parts.
+    forward pass (input mixing: mixup, mixup3, cutmix) or need another training loader (the
+    few-sample tuples of comparative) cannot be parts; use their own ``w_*`` weights instead.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *,
                  terms: Sequence[Mapping[str, Any]] = (), ce_weight: float = 1.0,
                  image_size: int | None = None, num_data: int | None = None,
-                 num_classes: int | None = None) -> None:
-        from kdlab.methods import create_distiller, method_class, method_defaults
+                 num_classes: int | None = None, batch_size: int | None = None) -> None:
+        from kdlab.methods import create_distiller
 
-        if not terms:
-            raise KdlabError("compose needs a non-empty 'terms' list, e.g. "
-                             "terms: [{method: kd, weight: 1.0}, {method: sp, weight: 1.0}]")
-        facts = {"image_size": image_size, "num_data": num_data, "num_classes": num_classes}
-        specs: list[tuple[str, str, float, dict[str, Any]]] = []
-        seen: dict[str, int] = {}
-        for i, entry in enumerate(terms):
-            if not isinstance(entry, Mapping) or "method" not in entry:
-                raise KdlabError(f"compose: terms[{i}] must be a mapping with a 'method' key, got {entry!r}")
-            bad = sorted(set(entry) - set(TERM_KEYS))
-            if bad:
-                raise KdlabError(f"compose: terms[{i}] has unknown key(s) {bad}; valid: {', '.join(TERM_KEYS)}")
-            name = str(entry["method"])
-            if name == "compose":
-                raise KdlabError("compose: a term cannot itself be 'compose'; list its terms directly")
-            cls = method_class(name)  # unknown method -> the standard one-line error
-            if _overrides(cls, "forward"):
-                raise KdlabError(f"compose: method {name!r} changes the forward pass itself (e.g. input mixing) and "
-                                 "cannot be a part of compose")
-            valid = method_defaults(name)
-            params = dict(entry.get("params") or {})
-            if "ce_weight" in params:
-                raise KdlabError(f"compose: terms[{i}] ({name}) sets ce_weight; the CE is counted once, "
-                                 "set compose's own ce_weight instead")
-            if "ce_weight" in valid:
-                params["ce_weight"] = 0.0
-            for key, value in facts.items():
-                if key in valid and key not in params and value is not None:
-                    params[key] = value
-            label = str(entry.get("name") or name)
-            seen[label] = seen.get(label, 0) + 1
-            if seen[label] > 1:
-                label = f"{label}#{seen[label]}"
-            specs.append((name, label, float(entry.get("weight", 1.0)), params))
-
-        classes = [method_class(n) for n, *_ in specs]
-        # class-level requirements, set on the instance before the base class reads them
-        self.uses_teacher = any(c.uses_teacher for c in classes)
-        self.needs = Needs(frozenset().union(*(c.needs.student for c in classes), {"logits"}),
-                           frozenset().union(*(c.needs.teacher for c in classes)) or frozenset({"logits"}))
-        self.teacher_mode = "train" if any(c.teacher_mode == "train" for c in classes) else "eval"
-        self.needs_index = any(c.needs_index for c in classes)
-        self.drop_last = any(c.drop_last for c in classes)
+        facts = {"image_size": image_size, "num_data": num_data, "num_classes": num_classes,
+                 "batch_size": batch_size}
+        specs = _part_specs(terms, facts)
+        built: list[Distiller] = []
+        with building_parts():  # parts first: their per-instance needs / teacher mode decide ours
+            for name, _, _, params in specs:
+                built.append(create_distiller(name, student=student, teacher=teacher, **params))
+        self.uses_teacher = any(p.uses_teacher for p in built)
+        self.needs = Needs(frozenset().union(*(p.needs.student for p in built), {"logits"}),
+                           frozenset().union(*(p.needs.teacher for p in built)) or frozenset({"logits"}))
+        self.teacher_mode = "train" if any(p.teacher_mode == "train" for p in built) else "eval"
+        self.needs_index = any(p.needs_index for p in built)
+        self.drop_last = any(p.drop_last for p in built)
         super().__init__(student, teacher)
         self.ce_weight = ce_weight
         self.weights = {label: w for _, label, w, _ in specs}
-        parts = nn.ModuleDict()
-        with building_parts():
-            for name, label, _, params in specs:
-                parts[label.replace(".", "_")] = create_distiller(name, student=student, teacher=self.teacher,
-                                                                  **params)
-        self.parts = parts
+        self.parts = nn.ModuleDict({label.replace(".", "_"): p for (_, label, _, _), p in zip(specs, built)})
         self.labels = [label for _, label, _, _ in specs]
-        modes = {p.contrast_mode for p in parts.values() if p.contrast_negatives > 0}
+        modes = {p.contrast_mode for p in built if p.contrast_negatives > 0}
         if len(modes) > 1:
             raise KdlabError(f"compose: parts ask for different contrast modes {sorted(modes)}")
-        self.contrast_negatives = max(p.contrast_negatives for p in parts.values())
+        self.contrast_negatives = max(p.contrast_negatives for p in built)
         self.contrast_mode = modes.pop() if modes else "exact"
-        self.needs_index = self.needs_index or any(p.needs_index for p in parts.values())
         self._student_part = self._single("student_logits", "inference_model", what="change the reported student")
         self._init_part = self._single(what="have an init phase", init=True)
         if self._init_part is not None:

@@ -37,6 +37,7 @@ class CRD(Distiller):
     """
 
     needs = Needs.of(student={"logits", "pooled"}, teacher={"logits", "pooled"})
+    hinton_kd_param = "kd_weight"
     needs_index = True
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, weight: float = 0.8,

@@ -34,14 +34,14 @@ class SemCKD(Distiller):
     teacher). Loss ``Σ α·MSE_b / (B·N_s)`` (:func:`kdlab.losses.semckd`), weighted by ``beta`` = 400
     on top of ``ce_weight``·CE (1) + ``kd_weight``·KD (1, T=4), SimKD's settings.
 
-    The MLPs' input width **is the batch size** (pitfall 12), so ``batch_size`` (64, the CIFAR
-    recipe) must equal ``data.batch_size``; kdlab cannot inject it (it is not a data fact), so a
-    config with another batch size sets ``method.params.batch_size`` too. The method sets
+    The MLPs' input width **is the batch size** (pitfall 12): ``batch_size`` is a data fact,
+    filled from ``data.batch_size`` unless set (64 when built by hand). The method sets
     ``drop_last`` so the loader drops the final incomplete batch; any other batch size raises at
     forward time. Non-square maps are pooled per side (the reference assumes squares).
     """
 
     needs = Needs.of(student={"logits", "stages"}, teacher={"logits", "stages"})
+    hinton_kd_param = "kd_weight"
     drop_last = True
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, beta: float = 400.0,
@@ -92,8 +92,8 @@ class SemCKD(Distiller):
                 tgt = ft if tuple(ft.shape[2:]) == size else F.adaptive_avg_pool2d(ft, size)
                 values[i].append(self.proj[i][j](src))
                 targets[i].append(tgt)
-        return {
-            "ce": self.ce_weight * F.cross_entropy(s.logits, batch.target),
-            "kd": self.kd_weight * losses.kd(s.logits, t.logits, self.temperature),
-            "semckd": self.beta * losses.semckd(values, targets, self.attention(feats_s, feats_t)),
-        }
+        terms = {"ce": self.ce_weight * F.cross_entropy(s.logits, batch.target)}
+        if self.kd_weight:
+            terms["kd"] = self.kd_weight * losses.kd(s.logits, t.logits, self.temperature)
+        terms["semckd"] = self.beta * losses.semckd(values, targets, self.attention(feats_s, feats_t))
+        return terms

@@ -47,6 +47,7 @@ class SRRL(Distiller):
     """
 
     needs = Needs.of(student={"logits", "pooled"}, teacher={"logits", "pooled"})
+    hinton_kd_param = "kd_weight"
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, variant: str = "simkd",
                  fm_weight: float = 1.0, sr_weight: float | None = None, ce_weight: float = 1.0,
