@@ -215,8 +215,8 @@ def load_config(spec: str | Path | None = None, overrides: list[str] | None = No
     raw: dict[str, Any] = _read_yaml(resolve_config_path(spec)) if spec is not None else {}
     if extra:
         raw = deep_merge(raw, extra)
-    if overrides:
-        raw = deep_merge(raw, parse_overrides(overrides))
+    for item in overrides or ():  # one at a time, in order: `a=null` then `a.b=1` rebuilds `a`
+        raw = deep_merge(raw, parse_overrides([item]))
     return from_dict(Config, raw)
 
 

@@ -133,3 +133,12 @@ def test_a_hyper_parameter_of_the_wrong_type_is_one_line():
         kdlab.create_distiller("dkd", student=student, teacher=teacher, warmup_epochs=2.5)
     d = kdlab.create_distiller("kd", student=student, teacher=teacher, temperature=2)
     assert isinstance(d.temperature, float) and d.temperature == 2.0
+
+
+def test_overrides_apply_in_order_so_null_clears_what_came_before():
+    base = "cifar100/comparative/resnet110_resnet32_n4000"
+    assert load_config(base).method.params["pos_and_neg"] == 3
+    cfg = load_config(base, ["method.name=kd", "method.params=null", "method.params.temperature=2"])
+    assert cfg.method.params == {"temperature": 2}
+    cfg = load_config(base, ["method.params.temperature=2", "method.params=null"])
+    assert cfg.method.params == {}
