@@ -102,8 +102,12 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
             )
 
 
-def check_teacher_cache(cfg: Config, cls: type[Distiller]) -> None:
-    """Cached teacher outputs are logits of an eval-mode teacher: refuse methods that need more."""
+def check_teacher_cache(cfg: Config, cls: type[Distiller] | Distiller) -> None:
+    """Cached teacher outputs are logits of an eval-mode teacher: refuse methods that need more.
+
+    Checked on the method class before any data is loaded, and again on the built distiller,
+    whose needs may depend on its hyper-parameters (e.g. a ``compose`` with a feature part).
+    """
     if cfg.data.cache_view not in VIEWS:
         raise KdlabError(f"data.cache_view must be one of {', '.join(VIEWS)}; got {cfg.data.cache_view!r}")
     if not cls.uses_teacher:
@@ -222,6 +226,7 @@ def build_experiment(cfg: Config) -> Experiment:
     loaders = [make_loader(cfg, data, s, policy, distiller) for s in ("train", "val", "test")]
     run_dir = Path(cfg.out_dir) / cfg.name
     if cfg.data.cache_teacher:
+        check_teacher_cache(cfg, distiller)
         if teacher is None:
             log.info("data.cache_teacher: method %r uses no teacher; nothing to cache", cfg.method.name)
         else:

@@ -191,3 +191,18 @@ def test_comparative_few_sample_end_to_end(digits_teacher):
     assert batch.image.shape[0] == 64 and batch.extra["teacher_logits"].shape == (64, 10)
     summary = experiment.run_experiment(cfg)
     assert summary["val_top1"] is not None and summary["test_top1_at_best_val"] is not None
+
+
+def test_a_compose_whose_parts_need_teacher_features_is_refused_before_caching(digits_teacher, monkeypatch):
+    out, ckpt, _ = digits_teacher
+    seen = _count_teacher_calls(monkeypatch, ckpt)
+    cfg = _student_cfg(out, ckpt, "compose", "data.cache_teacher=true",
+                       "method.params.terms=[{method: kd}, {method: fitnet}]", "name=compose-cached")
+    with pytest.raises(KdlabError, match="needs teacher .*stages.*data.cache_teacher=false"):
+        experiment.build_experiment(cfg)
+    assert seen["images"] < 240 and not (out / "compose-cached" / "teacher_logits.pt").exists()  # shape probes only
+    seen["images"] = 0
+    cfg = _student_cfg(out, ckpt, "compose", "data.cache_teacher=true",
+                       "method.params.terms=[{method: kd}, {method: dist}]", "name=compose-cached")
+    experiment.build_experiment(cfg)  # logits-only parts may use the cache
+    assert seen["images"] == 240
