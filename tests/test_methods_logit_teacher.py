@@ -132,4 +132,6 @@ def test_every_new_recipe_names_valid_hyper_parameters_and_models():
         assert cfg.student.name in models, name
         assert (cfg.teacher.name in models) if method != "uskd" else not cfg.teacher.name, name
         parts = [ds, method] + ([cfg.teacher.name] if cfg.teacher.name else []) + [cfg.student.name]
+        if cfg.data.subset_size:  # few-sample recipes: one run folder per subset size
+            parts.append(f"n{cfg.data.subset_size}")
         assert cfg.name == "-".join(parts), name
