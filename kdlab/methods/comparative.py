@@ -37,6 +37,9 @@ class Comparative(Distiller):
     (``split_forward``; BN statistics per group); False runs one pass over the whole batch.
     Evaluation is the plain single-image top-1 of the student. The logits returned for training
     accuracy are the student's per image, scored against each image's own label.
+
+    Shipped recipes: ``cifar100/comparative/<teacher>_<student>_n<N>`` for CompKD's three pairs and
+    N = 2000…6000, on the method-neutral few-sample recipe ``cifar100/few_sample/_recipe.yaml``.
     """
 
     needs = Needs.of(student={"logits"}, teacher={"logits"})

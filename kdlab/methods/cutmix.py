@@ -37,7 +37,8 @@ class CutMix(Mixup):
     λ that sizes the box). Differences: partners come from the batch (one random permutation;
     CompKD precomputes up to 100k distinct pairs over the (sub)set); the reference ignores the
     KD weight for CutMix (its KD term is always 0) while here ``w_kd > 0`` adds it, default 0 as
-    there; the reference's unused first λ draw is not made.
+    there; the reference's unused first λ draw is not made. Shipped recipes: see
+    :class:`~kdlab.methods.mixup.Mixup`.
     """
 
     def mix(self, images: Tensor, partners: Tensor) -> tuple[Tensor, list[float]]:

@@ -65,6 +65,10 @@ class Mixup(Distiller):
     (a number for λ, or one weight per source summing to 1) for tests and ablations. The logits
     returned for training accuracy are the student's on the mixed input, scored against the
     first source's label.
+
+    Shipped recipes: ``cifar100/{mixup,mixup3,cutmix}/<teacher>_<student>_n4000`` run these baselines
+    in CompKD's few-sample setting (``cifar100/few_sample/_recipe.yaml``, cached teacher logits) on
+    its three pairs; ``tiny-imagenet/<method>/resnet32x4_resnet8x4`` on full data.
     """
 
     needs = Needs.of(student={"logits"}, teacher={"logits"})

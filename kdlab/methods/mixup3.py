@@ -19,7 +19,7 @@ class Mixup3(Mixup):
     :class:`~kdlab.methods.mixup.Mixup` (same hyper-parameters and defaults; ``lam`` takes three
     weights). Each sample's two partners come from one random permutation of the batch (see
     :func:`~kdlab.methods.mixup.within_batch_partners`); CompKD precomputes up to 100k distinct
-    ordered triples over the (sub)set instead.
+    ordered triples over the (sub)set instead. Shipped recipes: see :class:`~kdlab.methods.mixup.Mixup`.
     """
 
     sources = 3
