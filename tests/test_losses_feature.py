@@ -210,3 +210,17 @@ def test_ofd_partial_l2_matches_mdistiller_expanded_form():
            + (s - t) ** 2 * (t > 0))
     ref = ref.mean(dim=0).sum()
     assert losses.ofd(s, t, margin).item() == pytest.approx(ref.item(), rel=1e-10)
+
+
+@pytest.mark.parametrize("p2", [1, 2])
+def test_factor_transfer_paper_form_normalises_the_whole_factor(p2):
+    f_s, f_t = _rand(2, 3, 4, 4), _rand(2, 3, 8, 8, seed=1)
+    t_small = _block_mean(f_t, 4)  # the larger map is pooled to the smaller one
+    total = 0.0
+    for b in range(2):
+        xs = [v for ch in f_s[b].tolist() for row in ch for v in row]
+        xt = [v for ch in t_small[b].tolist() for row in ch for v in row]
+        ns, nt = math.sqrt(sum(v * v for v in xs)), math.sqrt(sum(v * v for v in xt))
+        total += sum(abs(a / ns - c / nt) ** p2 for a, c in zip(xs, xt)) ** (1 / p2)
+    got = losses.factor_transfer(f_s, f_t, 2, p2, form="paper").item()
+    assert got == pytest.approx(total / 2, rel=1e-9)

@@ -249,3 +249,25 @@ def test_shipped_configs_use_valid_hyper_parameters():
         if cfg.student.name in ("MobileNetV2", "ShuffleV1", "ShuffleV2"):
             assert cfg.optim.lr == 0.01, n
     assert not any(n.startswith("cifar100/fsp/") and "Shuffle" in n for n in names)
+
+
+def test_ofd_margins_are_those_of_the_teacher_loaded_from_its_checkpoint(tmp_path):
+    from kdlab.experiment import build_model
+
+    torch.manual_seed(0)
+    trained = kdlab.create_model("wrn_40_2", num_classes=10)
+    bn_path = kdlab.features.get_taps(trained).bn_before_relu[2]
+    bn = trained.get_submodule(bn_path)
+    with torch.no_grad():  # stand-in for training: BN scales and shifts far from their init
+        bn.weight.uniform_(0.5, 2.0)
+        bn.bias.uniform_(-1.0, 1.0)
+    torch.save({"model": trained.state_dict()}, tmp_path / "t.pt")
+    teacher = build_model("wrn_40_2", 10, {}, str(tmp_path / "t.pt"))
+    d = kdlab.create_distiller("ofd", student=kdlab.create_model("wrn_16_2", num_classes=10), teacher=teacher)
+    try:
+        assert torch.allclose(d.margin2, kdlab.losses.ofd_margin(bn.weight, bn.bias))
+        fresh = kdlab.create_model("wrn_40_2", num_classes=10).get_submodule(bn_path)
+        assert not torch.allclose(d.margin2, kdlab.losses.ofd_margin(fresh.weight, fresh.bias))
+        assert "margin2" in dict(d.named_buffers())  # saved with the method's state, so eval/resume keep it
+    finally:
+        _release(d)

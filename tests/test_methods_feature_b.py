@@ -292,3 +292,24 @@ def test_semckd_every_query_key_and_projector_gets_a_gradient():
     assert not dead, f"no gradient in {dead}"
     with pytest.raises(KdlabError, match="batch"):
         d(x[:8], y[:8])
+
+
+def test_reviewkd_switches_for_the_original_dvlab_code():
+    torch.manual_seed(0)
+    teacher = kdlab.create_model("resnet32x4", num_classes=10)
+    student = kdlab.create_model("resnet8x4", num_classes=10)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    terms = {}
+    for from_zero in (False, True):
+        torch.manual_seed(1)  # the same ABF weights both times
+        d = kdlab.create_distiller("reviewkd", student=student, teacher=teacher, warmup_from_zero=from_zero)
+        with torch.no_grad():
+            terms[from_zero] = {e: d.eval()(x, y, epoch=e)[1]["reviewkd"].item() for e in (1, 2, 21)}
+        d._rec_s.remove()
+        d._rec_t.remove()
+    assert terms[True][1] == 0.0 and terms[False][1] > 0  # dvlab: the first epoch has weight 0
+    assert terms[True][2] == pytest.approx(terms[False][1]) and terms[True][21] == pytest.approx(terms[False][21])
+    d = kdlab.create_distiller("reviewkd", student=student, teacher=teacher, teacher_mode="train").train()
+    assert d.teacher_mode == "train" and teacher.training and student.training
+    with pytest.raises(KdlabError, match="teacher_mode"):
+        kdlab.create_distiller("reviewkd", student=student, teacher=teacher, teacher_mode="frozen")

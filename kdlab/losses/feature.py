@@ -68,13 +68,18 @@ def nst(f_s: Tensor, f_t: Tensor) -> Tensor:
 
 
 # ---- FT -------------------------------------------------------------------------------------
-def factor_transfer(factor_s: Tensor, factor_t: Tensor, p1: float = 2.0, p2: int = 1) -> Tensor:
-    """Factor transfer as implemented by RepDistiller: compare *attention maps* of the factors.
+def factor_transfer(factor_s: Tensor, factor_t: Tensor, p1: float = 2.0, p2: int = 1,
+                    form: str = "attention") -> Tensor:
+    """Factor transfer. ``form="attention"`` (RepDistiller, default) compares *attention maps*:
 
     ``factor(x) = L2normalize(flatten(mean_c x^p1))``; the loss is ``mean |Δ|`` for ``p2=1`` and
-    ``mean Δ^p2`` otherwise (the paper normalises the whole factor instead; methods.md §1.14).
+    ``mean Δ^p2`` otherwise. ``form="paper"`` is the paper's eq. 3: the whole factor normalised,
+    ``mean_b ‖F_s/‖F_s‖₂ − F_t/‖F_t‖₂‖_p2`` (methods.md §1.14); ``p1`` is unused there.
     """
     factor_s, factor_t = pool_to_smaller(factor_s, factor_t)
+    if form == "paper":
+        diff = F.normalize(factor_s.flatten(1), dim=1) - F.normalize(factor_t.flatten(1), dim=1)
+        return diff.norm(p=p2, dim=1).mean()
     diff = attention_map(factor_s, p1) - attention_map(factor_t, p1)
     return diff.abs().mean() if p2 == 1 else diff.pow(p2).mean()
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from kdlab import losses
 from kdlab.data.batch import Batch
+from kdlab.errors import KdlabError
 from kdlab.features import Features
 from kdlab.methods.base import Distiller, Needs
 from kdlab.methods.modules.connectors import like, probe_maps
@@ -32,8 +33,8 @@ class FT(Distiller):
     * **main phase**: the paraphraser is frozen (no gradient; not optimised); the translator
       (``C_s→C_s→kC_t→kC_t``, BN, LeakyReLU) trains with the student on
       ``weight``·:func:`kdlab.losses.factor_transfer` (p1=2, p2=1: L1 between **attention maps** of
-      the factors, as implemented, not the paper's normalised factors), larger map pooled to the
-      smaller; weight 200, CE 1, no KD.
+      the factors, as implemented; ``factor="paper"`` switches to the paper's L1 distance of the
+      whole L2-normalised factors), larger map pooled to the smaller; weight 200, CE 1, no KD.
 
     In the init phase the student runs in eval mode (RepDistiller's ``model_s.eval()``), so its BN
     statistics do not drift while it is not trained. Paraphraser and translator count in
@@ -45,7 +46,9 @@ class FT(Distiller):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, init_epochs: int = 30,
                  init_lr: float | None = 0.01, rate: float = 0.5, weight: float = 200.0, p1: float = 2.0,
-                 p2: int = 1, ce_weight: float = 1.0, image_size: int = 32) -> None:
+                 p2: int = 1, factor: str = "attention", ce_weight: float = 1.0, image_size: int = 32) -> None:
+        if factor not in ("attention", "paper"):
+            raise KdlabError(f"ft: factor must be 'attention' (RepDistiller) or 'paper', got {factor!r}")
         super().__init__(student, teacher)
         c_s = probe_maps(student, image_size, "stages", "ft", "student")[-1][0]
         c_t = probe_maps(teacher, image_size, "stages", "ft", "teacher")[-1][0]
@@ -54,7 +57,7 @@ class FT(Distiller):
         self.init_epochs = init_epochs
         self.init_lr = init_lr
         self.weight = weight
-        self.p1, self.p2 = p1, p2
+        self.p1, self.p2, self.factor = p1, p2, factor
         self.ce_weight = ce_weight
 
     def train(self, mode: bool = True) -> FT:
@@ -81,5 +84,5 @@ class FT(Distiller):
         factor_s = self.translator(s.stages[-1])
         with torch.no_grad():
             factor_t = self.paraphraser.encode(t.stages[-1])
-        ft = losses.factor_transfer(factor_s, factor_t, self.p1, self.p2)
+        ft = losses.factor_transfer(factor_s, factor_t, self.p1, self.p2, form=self.factor)
         return {"ce": self.ce_weight * F.cross_entropy(s.logits, batch.target), "ft": self.weight * ft}
