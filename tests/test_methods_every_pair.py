@@ -16,8 +16,6 @@ import torch
 import kdlab
 from kdlab.data.batch import Batch
 from kdlab.data.contrast import ContrastSampler, batch_generator
-from kdlab.features import feature_shapes
-from kdlab.methods.modules import connectors, projectors
 
 FAMILIES = ["resnet8", "resnet8x4", "wrn_16_2", "vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18"]
 COVERED = {"fitnet", "at", "nst", "vid", "kdsvd", "ofd", "ab", "fsp", "ft"}  # test_methods_feature_a_pairs.py
@@ -26,18 +24,7 @@ METHODS = sorted(set(kdlab.list_methods()) - COVERED - NOT_HERE)
 N_DATA, NCE_K, BATCH = 16, 8, 4
 
 
-@pytest.fixture(autouse=True)
-def _memoised_probes(monkeypatch):
-    cache: dict = {}
-
-    def shapes(model, image_size, channels=3):
-        key = (id(model), image_size)
-        if key not in cache:
-            cache[key] = feature_shapes(model, image_size, channels)
-        return cache[key]
-
-    monkeypatch.setattr(connectors, "feature_shapes", shapes)
-    monkeypatch.setattr(projectors, "feature_shapes", shapes, raising=False)
+pytestmark = pytest.mark.usefixtures("memoised_probes")
 
 
 @functools.cache

@@ -16,7 +16,6 @@ import torch
 
 import kdlab
 from kdlab.errors import KdlabError
-from kdlab.features import feature_shapes
 from kdlab.methods.modules import connectors
 
 METHODS = ["fitnet", "at", "nst", "vid", "kdsvd", "ofd", "ab", "fsp", "ft"]
@@ -26,16 +25,7 @@ FORWARD_PAIRS = [("MobileNetV2", "resnet8x4"), ("ShuffleV2", "wrn_16_2"), ("ResN
 
 
 @pytest.fixture(autouse=True)
-def _fast(monkeypatch):
-    cache: dict = {}
-
-    def shapes(model, image_size, channels=3):
-        key = (id(model), image_size)
-        if key not in cache:
-            cache[key] = feature_shapes(model, image_size, channels)
-        return cache[key]
-
-    monkeypatch.setattr(connectors, "feature_shapes", shapes)
+def _fast(memoised_probes, monkeypatch):
     monkeypatch.setattr("kdlab.methods.ofd.MARGIN_PROBE_BATCH", 4)
 
 
