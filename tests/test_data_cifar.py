@@ -125,3 +125,23 @@ def test_cifar_download_then_read(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeDownload)
     assert len(build_dataset("cifar10", tmp_path, download=True, val_fraction=0).train) == 50
+
+
+def test_an_archive_placed_in_root_is_unpacked_offline(tmp_path):
+    import tarfile
+
+    src = write_cifar100(tmp_path / "src")
+    root = tmp_path / "data"
+    root.mkdir()
+    with tarfile.open(root / "cifar-100-python.tar.gz", "w:gz") as tf:
+        tf.add(src / "cifar-100-python", arcname="cifar-100-python")
+    data = build_dataset("cifar100", root, val_fraction=0)
+    assert (len(data.train), len(data.test)) == (30, 10)
+    assert (root / "cifar-100-python" / "meta").is_file()
+
+
+def test_a_damaged_archive_is_one_line(tmp_path):
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(KdlabError) as e:
+        build_dataset("cifar10", tmp_path)
+    assert "\n" not in str(e.value) and "could not unpack" in str(e.value)

@@ -4,12 +4,14 @@ Layout (what ``cifar-10-python.tar.gz`` / ``cifar-100-python.tar.gz`` unpack to)
 ``<root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}`` and
 ``<root>/cifar-100-python/{train,test,meta}``; each data pickle holds ``data`` (N x 3072 uint8,
 channel-major) and ``labels`` / ``fine_labels``. ``root`` may also be that folder itself.
-torchvision is used only to download, when ``download=True``.
+When only the archive itself lies in ``root`` (``<root>/cifar-100-python.tar.gz``), it is unpacked
+there first, offline. torchvision is used only to download, when ``download=True``.
 """
 
 from __future__ import annotations
 
 import pickle
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +76,33 @@ def _download(spec: CifarSpec, root: Path) -> None:
                          f"as {root / spec.folder}/ instead") from None
 
 
+def _unpack(spec: CifarSpec, root: Path) -> None:
+    """Unpack ``<root>/<spec.archive>`` (the file torchvision downloads) into ``root``."""
+    archive = root / spec.archive
+    try:
+        with tarfile.open(archive, "r:gz") as tf:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12: refuses links and paths outside root
+                tf.extractall(root, filter="data")
+            else:
+                members = tf.getmembers()
+                for m in members:
+                    if not (m.isfile() or m.isdir()) or m.name.startswith("/") or ".." in Path(m.name).parts:
+                        raise tarfile.TarError(f"unexpected member {m.name!r}")
+                tf.extractall(root, members=members)
+    except (OSError, tarfile.TarError) as e:
+        raise KdlabError(f"{spec.name}: could not unpack {archive} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); replace it with the original "
+                         f"{spec.archive}") from None
+
+
 def load_cifar(spec: CifarSpec, root: Path, download: bool) -> RawDataset:
     def ok(p: Path) -> bool:
         return all((p / f).is_file() for f in spec.files)
 
     folder = find_root(root, ok, [spec.folder])
+    if folder is None and (root / spec.archive).is_file():
+        _unpack(spec, root)
+        folder = find_root(root, ok, [spec.folder])
     if folder is None and download:
         _download(spec, root)
         folder = find_root(root, ok, [spec.folder])
@@ -87,7 +111,7 @@ def load_cifar(spec: CifarSpec, root: Path, download: bool) -> RawDataset:
         if spec.name == "cifar10":
             listing = "{data_batch_1..5,test_batch,batches.meta}"
         raise KdlabError(f"{spec.name} not found: expected {root / spec.folder}/{listing} (the unpacked "
-                         f"{spec.archive}); set download=true when online, or place the archive there")
+                         f"{spec.archive}); set download=true when online, or place {spec.archive} in {root}")
     meta = unpickle(folder / spec.meta)
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta[spec.names_key]]
     return RawDataset(
