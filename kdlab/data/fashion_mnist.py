@@ -44,6 +44,10 @@ def read_idx(path: Path) -> np.ndarray:
         raise KdlabError(f"{path} is not a uint8 idx file")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    body = len(data) - (4 + 4 * ndim)
+    if body != int(np.prod(shape)):
+        raise KdlabError(f"{path} is truncated or damaged: its header declares shape {shape} "
+                         f"({int(np.prod(shape))} bytes) but it holds {max(body, 0)}")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 

@@ -30,12 +30,20 @@ from kdlab.data.batch import Batch
 from kdlab.data.contrast import ContrastSampler, batch_generator
 from kdlab.data.imagesets import FileImageSet, ImageSet, TensorImageSet
 from kdlab.data.transforms import file_transform
+from kdlab.errors import KdlabError
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator whose stream depends only on (seed, epoch)."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF]).generate_state(2)
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def _check_int(key: str, value: object, low: int) -> None:
+    """One-line :class:`KdlabError` unless ``value`` is an int >= ``low`` (bad config values)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        need = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise KdlabError(f"{key} must be {need}, got {value!r}")
 
 
 @dataclass
@@ -55,10 +63,8 @@ class Loader(ABC):
                  crop_padding: int, flip: bool, drop_last: bool, with_index: bool, seed: int,
                  device: torch.device, mean: Sequence[float], std: Sequence[float],
                  channels_last: bool, contrast_negatives: int = 0, contrast_mode: str = "exact") -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        _check_int("batch_size", batch_size, 1)
+        _check_int("data.crop_padding", crop_padding, 0)
         self.dataset = images
         self.batch_size = batch_size
         self.shuffle, self.augment = shuffle, augment
@@ -220,6 +226,8 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
     K samples of other classes; ``contrast_mode`` "exact" or "relax", see :mod:`kdlab.data.contrast`)
     and ``batch.index``.
     """
+    _check_int("data.batch_size" if train else "data.eval_batch_size", batch_size, 1)
+    _check_int("data.num_workers", num_workers, 0)
     kw = dict(batch_size=batch_size, shuffle=train, augment=train if augment is None else augment,
               crop_padding=crop_padding, flip=flip, drop_last=drop_last, with_index=with_index,
               seed=seed, device=torch.device(device), mean=mean, std=std, channels_last=channels_last,

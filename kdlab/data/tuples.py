@@ -106,8 +106,10 @@ class TupleLoader:
         if not isinstance(images, TensorImageSet):
             raise KdlabError("tuple loaders need the training images in memory; set data.in_memory: true "
                              "(few-sample subsets are small)")
-        if batch_size <= 0:
-            raise KdlabError(f"batch_size must be positive, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise KdlabError(f"data.batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+            raise KdlabError(f"data.crop_padding must be an integer >= 0, got {crop_padding!r}")
         self.dataset = images
         self.pos, self.neg = tuple_split(pos_and_neg)
         self.size = pos_and_neg

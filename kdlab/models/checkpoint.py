@@ -71,6 +71,8 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _listing(label: str, items: list[str], limit: int = 5) -> str:
+    if not items:
+        return f"no {label.split(' (')[0]}"
     shown = ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
     return f"{len(items)} {label} ({shown})"
 
