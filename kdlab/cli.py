@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 
 from kdlab.errors import KdlabError
@@ -25,8 +26,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         summary = run_experiment(cfg, resume=args.resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: kdlab train {args.config} {' '.join(args.overrides)} --resume",
-              file=sys.stderr)
+        again = ["kdlab", "train", args.config, *args.overrides, *(["--name", args.name] if args.name else []),
+                 "--resume"]
+        print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
     print(json.dumps(summary, indent=2))
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from kdlab.config_ranges import check_ranges
 from kdlab.errors import KdlabError, closest
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -135,6 +136,27 @@ _YamlLoader.add_implicit_resolver(
 )
 
 
+def _no_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                            lambda loader, node: _no_duplicate_keys(loader, node, deep=True))
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """``<problem> at line L, column C`` from a PyYAML error (its message spans several lines)."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def load_yaml(text: str) -> Any:
     """Parse YAML text with :class:`_YamlLoader` (safe, YAML 1.2 floats)."""
     return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
@@ -167,7 +189,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     try:
         raw = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise KdlabError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise KdlabError(f"config {path} is not valid YAML: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise KdlabError(f"config {path} must be a mapping of keys, got {type(raw).__name__}")
     base = raw.pop("base", None)
@@ -217,7 +239,9 @@ def load_config(spec: str | Path | None = None, overrides: list[str] | None = No
         raw = deep_merge(raw, extra)
     for item in overrides or ():  # one at a time, in order: `a=null` then `a.b=1` rebuilds `a`
         raw = deep_merge(raw, parse_overrides([item]))
-    return from_dict(Config, raw)
+    cfg = from_dict(Config, raw)
+    check_ranges(cfg)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kdlab.config import Config, from_dict
+from kdlab.errors import KdlabError
 from kdlab.experiment import run_experiment
 
 
@@ -63,6 +64,8 @@ def run_demo(dataset: str = "digits", root: str = "data", epochs: int | None = N
              teacher: str | None = None, student: str | None = None, image_size: int | None = None,
              seed: int = 0) -> list[dict]:
     recipe = RECIPES.get(dataset, FALLBACK)
+    if epochs is not None and epochs < 1:
+        raise KdlabError(f"--epochs must be >= 1, got {epochs}")
     recipe = DemoRecipe(teacher or recipe.teacher, student or recipe.student, epochs or recipe.epochs,
                         image_size or recipe.image_size, recipe.batch_size, recipe.lr, recipe.crop_padding)
     out = Path(out_dir) / f"{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -55,7 +55,8 @@ def evaluate_checkpoint(target: str | Path, *, split: str = "test", overrides: l
 
     A kdlab checkpoint file carries its config; overrides change it (e.g. ``data.root=...`` when
     the data moved). For a foreign file the overrides must name the model and data
-    (``student.name=resnet56 data.dataset=cifar10-jpeg data.root=...``).
+    (``student.name=resnet56 data.dataset=cifar10-jpeg data.root=...``). Evaluation runs in fp32
+    unless the overrides set ``train.amp``.
     """
     target = Path(target).expanduser()
     if target.is_dir():
@@ -74,6 +75,8 @@ def evaluate_checkpoint(target: str | Path, *, split: str = "test", overrides: l
     else:
         raise KdlabError(f"{target} is neither a run folder nor a checkpoint file")
 
+    if not any(o.strip().startswith("train.amp=") for o in overrides or ()):
+        cfg.train.amp = "off"  # scores in fp32 (exact published numbers) unless train.amp is given
     data = load_data(cfg)
     if getattr(data, split) is None:
         raise KdlabError(f"split {split!r} is empty (data.val_fraction=0?)")

@@ -123,7 +123,7 @@ def test_checkpoint_of_another_architecture_lists_the_keys(cifar_root, tmp_path,
                                            "teacher": {"name": "resnet20", "checkpoint": str(tmp_path / "r14.pt")}})
     code, _, err = run_cli(["train", str(cfg)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "unexpected" in err and "layer1.2" in err  # resnet14 has 2 blocks per stage, resnet20 has 3
+    assert "missing keys" in err and "layer1.2" in err  # resnet14 has 2 blocks per stage, resnet20 has 3
 
 
 def test_missing_teacher_checkpoint_says_how_to_get_one(tmp_path, capsys):
@@ -189,3 +189,17 @@ def test_a_killed_cli_run_resumes_to_the_same_weights(cifar_root, tmp_path):
     a = load_checkpoint_file(tmp_path / "runs" / "ref" / "checkpoints" / "last.pt")["distiller"]
     b = load_checkpoint_file(last)["distiller"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_interrupted_train_prints_the_exact_resume_command(monkeypatch, capsys):
+    import kdlab.experiment
+
+    def interrupted(cfg, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kdlab.experiment, "run_experiment", interrupted)
+    code, _, err = run_cli(["train", "cifar100/kd/resnet32x4_resnet8x4", "data.root=my data", "optim.lr=0.01",
+                            "--name", "run 1"], capsys)
+    assert code == 130
+    assert err.strip().endswith("continue with: kdlab train cifar100/kd/resnet32x4_resnet8x4 'data.root=my data' "
+                                "optim.lr=0.01 --name 'run 1' --resume")

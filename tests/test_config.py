@@ -142,3 +142,31 @@ def test_overrides_apply_in_order_so_null_clears_what_came_before():
     assert cfg.method.params == {"temperature": 2}
     cfg = load_config(base, ["method.params.temperature=2", "method.params=null"])
     assert cfg.method.params == {}
+
+
+@pytest.mark.parametrize("override,message", [
+    ("schedule.epochs=-2", "schedule.epochs=-2 is out of range: it must be >= 1"),
+    ("optim.momentum=-1", "optim.momentum=-1.0 is out of range: it must be in [0, 1)"),
+    ("optim.weight_decay=-1", "optim.weight_decay=-1.0 is out of range"),
+    ("schedule.milestones=[300,100]", "increasing order"),
+    ("schedule.min_lr=2", "must be <= optim.lr (0.05)"),
+    ("data.cache_view=foo", "one of augmented, clean"),
+    ("train.max_steps=-1", ">= 1 (or null)"),
+    ("train.eval_every=0", "train.eval_every=0 is out of range"),
+    ("data.val_fraction=1", "in [0, 1)"),
+    ("optim.grad_clip=-1", "> 0 (or null for no clipping)"),
+    ("schedule.warmup_epochs=300", "<= schedule.epochs (240)"),
+])
+def test_values_out_of_range_are_one_line_at_load_time(override, message):
+    with pytest.raises(KdlabError) as err:
+        load_config("cifar100/kd/resnet32x4_resnet8x4", [override])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_yaml_errors_say_where_and_duplicate_keys_are_refused(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: x\ndata: [digits, 1\nstudent: {name: resnet8}\n")
+    with pytest.raises(KdlabError, match=r"not valid YAML: .* at line \d+, column \d+"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "dup.yaml").write_text("optim:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(KdlabError, match=r"duplicate key 'lr' at line 3, column 3"):
+        load_config(tmp_path / "dup.yaml")

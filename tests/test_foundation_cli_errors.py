@@ -53,7 +53,7 @@ def one_error_line(args: list[str], capsys) -> str:
     (["train.amp=fp16"], ["unknown train.amp value 'fp16'", "'bf16'"]),
     (["schedule.name=cosin"], ["unknown schedule 'cosin'", "'cosine'"]),
     (["method.name=kd"], ["needs a teacher"]),
-    (["data.val_fraction=1.5"], ["val_fraction must be in [0, 1)"]),
+    (["data.val_fraction=1.5"], ["data.val_fraction=1.5 is out of range: it must be in [0, 1)"]),
 ])
 def test_config_errors(digits_cfg, capsys, overrides, expected):
     line = one_error_line(["train", str(digits_cfg), *overrides], capsys)
@@ -74,9 +74,10 @@ def test_missing_data_root_names_the_layout(digits_cfg, capsys, tmp_path, datase
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
-    ("data.eval_batch_size=-4", "data.eval_batch_size must be a positive integer, got -4"),
-    ("data.crop_padding=-1", "data.crop_padding must be an integer >= 0, got -1"),
+    ("data.batch_size=0", "data.batch_size=0 is out of range: it must be >= 1"),
+    ("data.eval_batch_size=-4", "data.eval_batch_size=-4 is out of range: it must be >= 1"),
+    ("data.crop_padding=-1", "data.crop_padding=-1 is out of range: it must be >= 0"),
+    ("optim.momentum=-1", "optim.momentum=-1.0 is out of range: it must be in [0, 1)"),
 ])
 def test_bad_loader_values_are_one_line(digits_cfg, capsys, override, expected):
     assert expected in one_error_line(["train", str(digits_cfg), override], capsys)
@@ -121,3 +122,7 @@ def test_nan_loss_names_the_step(digits_cfg, capsys, tmp_path):
     line = one_error_line(["train", str(digits_cfg), "optim.lr=1e30"], capsys)
     assert "training diverged: non-finite loss at epoch 1, step" in line
     assert "no checkpoint was written before it" in line
+
+
+def test_demo_with_zero_epochs_is_refused(capsys):
+    assert "--epochs must be >= 1, got 0" in one_error_line(["demo", "--epochs", "0"], capsys)

@@ -1,0 +1,49 @@
+"""Value checks of a typed :class:`~kdlab.config.Config`: each out-of-range number is one error line.
+
+Types are checked while the config is built (:func:`kdlab.config.from_dict`); this module checks
+what the types cannot say (a positive batch size, sorted milestones, a minimum LR below the LR),
+so that a bad value fails at load time with the key's name instead of deep inside torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from kdlab.errors import KdlabError
+
+CACHE_VIEWS = ("augmented", "clean")
+
+
+def _rule(cfg: Any, key: str, ok: Callable[[Any], bool], need: str, *, optional: bool = False) -> None:
+    section, name = key.split(".")
+    value = getattr(getattr(cfg, section), name)
+    if optional and value is None:
+        return
+    if not ok(value):
+        raise KdlabError(f"{key}={value!r} is out of range: it must be {need}")
+
+
+def check_ranges(cfg: Any) -> None:
+    """Raise a one-line :class:`KdlabError` for the first value out of its range."""
+    pos, nonneg = (lambda v: v >= 1), (lambda v: v >= 0)
+    for key in ("data.batch_size", "data.eval_batch_size", "schedule.epochs", "train.eval_every"):
+        _rule(cfg, key, pos, ">= 1")
+    for key in ("data.subset_size", "data.limit_per_class", "data.image_size", "train.max_steps",
+                "train.early_stop_patience"):
+        _rule(cfg, key, pos, ">= 1 (or null)", optional=True)
+    for key in ("data.crop_padding", "data.num_workers", "optim.weight_decay", "schedule.warmup_epochs",
+                "schedule.min_lr", "train.checkpoint_every_steps", "train.plateau_lr_drops"):
+        _rule(cfg, key, nonneg, ">= 0")
+    _rule(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
+    _rule(cfg, "data.cache_view", lambda v: v in CACHE_VIEWS, f"one of {', '.join(CACHE_VIEWS)}")
+    _rule(cfg, "optim.lr", lambda v: v > 0, "> 0")
+    _rule(cfg, "optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
+    _rule(cfg, "optim.grad_clip", lambda v: v > 0, "> 0 (or null for no clipping)", optional=True)
+    _rule(cfg, "schedule.gamma", lambda v: v > 0, "> 0")
+    _rule(cfg, "train.plateau_gamma", lambda v: 0 < v <= 1, "in (0, 1]")
+    _rule(cfg, "schedule.warmup_epochs", lambda v: v <= cfg.schedule.epochs,
+          f"<= schedule.epochs ({cfg.schedule.epochs})")
+    _rule(cfg, "schedule.min_lr", lambda v: v <= cfg.optim.lr, f"<= optim.lr ({cfg.optim.lr})")
+    _rule(cfg, "schedule.milestones", lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)),
+          "positive epochs in increasing order")
