@@ -87,6 +87,7 @@ def test_mixing_baselines_carry_compkds_weights(method):
     for t, s in PAIRS:
         p = load_config(f"cifar100/{method}/{t}_{s}_n4000").method.params
         assert (p["w_cls"], p["w_rel"], p["w_kd"], p["loss_fn"]) == (1.0, 1.0, 0.0, "ce")
+        assert (p["sampling"], p["max_pairs"]) == ("pool", 100_000)  # CompKD's precomputed source tuples
 
 
 def _batch(cfg, distiller, n=4):
@@ -96,6 +97,11 @@ def _batch(cfg, distiller, n=4):
         x = torch.randn(pos + neg, 3, 32, 32, generator=g)
         y = torch.tensor([7] * pos + [3] * neg)
         return Batch(x, y, extra={"tuple_split": torch.tensor([pos, neg])})
+    if getattr(distiller, "sampling", "batch") == "pool":  # two source tuples, rows t·k + j
+        k = distiller.sources
+        tuples = torch.arange(2 * k).reshape(2, k)
+        return Batch(torch.randn(2 * k, 3, 32, 32, generator=g), torch.randint(0, 100, (2 * k,), generator=g),
+                     extra={"tuples": tuples})
     return Batch(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 100, (n,), generator=g))
 
 

@@ -229,3 +229,62 @@ def test_mixup_run_resumes_bit_identically_through_the_trainer(tmp_path):
     assert "resume: continuing from" in log and "step 5" in log
     assert ref.keys() == resumed.keys()
     assert all(torch.equal(ref[k], resumed[k]) for k in ref)
+
+
+@pytest.mark.parametrize("method,lam", [("mixup", 0.3), ("mixup3", [0.5, 0.3, 0.2]), ("cutmix", None)])
+def test_pool_sampling_mixes_the_tuple_loaders_sources(pair, method, lam):
+    """sampling='pool' (CompKD): each step's mixes are the loader's precomputed tuples, in order."""
+    from kdlab.data import TensorImageSet
+    from kdlab.data.tuples import TupleLoader
+
+    teacher, student = pair
+    kw = {} if lam is None else {"lam": lam}
+    d = kdlab.create_distiller(method, student=student, teacher=teacher, sampling="pool", max_pairs=40, **kw)
+    k = d.sources
+    assert d.loader_kind == "tuples" and d.loader_options == {"pos_and_neg": k, "max_tuples": 40}
+    g = torch.Generator().manual_seed(0)
+    images = TensorImageSet(torch.randint(0, 256, (30, 3, 16, 16), generator=g, dtype=torch.uint8),
+                            torch.arange(30) % 10)
+    loader = TupleLoader(images, batch_size=4, seed=1, mean=(0.5,) * 3, std=(0.25,) * 3, **d.loader_options)
+    assert len(loader.tuples) == 40
+    batch = next(iter(loader))
+    assert batch.image.shape[0] == 4 * k
+    seen = {}
+    hook = student.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].detach().clone()))
+    torch.manual_seed(3)
+    logits, terms = d.train()(batch)
+    hook.remove()
+    w = d.last_mix["weights"].tolist()
+    sources = [batch.image[j::k] for j in range(k)]  # rows t·k + j: source j of mix t
+    if method == "cutmix":
+        assert ((seen["x"] == sources[0]) | (seen["x"] == sources[1])).all()
+    else:
+        assert torch.allclose(seen["x"], sum(wj * sj for wj, sj in zip(w, sources)), atol=1e-6)
+    assert logits.shape == (4 * k, 10) and torch.equal(logits[0::k], logits[k - 1::k])  # one row per source
+    zs = logits[0::k].detach()
+    want = sum(wj * F.cross_entropy(zs, batch.target[j::k]) for j, wj in enumerate(w))
+    assert terms["ce"].item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(KdlabError, match="tuple loader"):
+        d(torch.randn(5, 3, 16, 16), torch.zeros(5, dtype=torch.int64))
+    with pytest.raises(KdlabError, match="sampling must be"):
+        kdlab.create_distiller(method, student=student, teacher=teacher, sampling="pairs")
+
+
+def test_pool_sampling_runs_few_sample_with_cached_teacher_logits(tmp_path):
+    from kdlab.config import load_config
+    from kdlab.experiment import build_experiment, run_experiment
+
+    common = ["data.dataset=digits", "data.image_size=16", "data.crop_padding=2", "data.batch_size=16",
+              "train.device=cpu", "train.amp=off", "train.progress=false", "train.tensorboard=false",
+              f"out_dir={tmp_path}", "student.name=resnet8", "schedule.name=constant", "schedule.epochs=1"]
+    teacher = tmp_path / "t.pt"
+    torch.manual_seed(0)
+    torch.save({"model": kdlab.create_model("resnet8", num_classes=10).state_dict()}, teacher)
+    cfg = load_config(None, common + ["teacher.name=resnet8", f"teacher.checkpoint={teacher}", "name=pool",
+                                      "method.name=mixup3", "method.params.sampling=pool", "data.subset_size=200",
+                                      "data.val_fraction=0.2", "data.cache_teacher=true", "train.max_steps=3"])
+    exp = build_experiment(cfg)
+    batch = next(iter(exp.train_loader))
+    assert batch.image.shape[0] == 16 * 3 and batch.extra["teacher_logits"].shape == (48, 10)
+    summary = run_experiment(cfg, overwrite=True)
+    assert summary["steps"] == 3

@@ -57,10 +57,14 @@ class Mixup(Distiller):
     ``--loss_fn 0``) or KD at ``temperature`` (``"kl"``, ``--loss_fn 1``); with ``w_kd > 0`` a
     λ-weighted KD term at ``temperature`` (τ=4) is added. Weights w_cls=1, w_rel=1, w_kd=0.
 
-    Differences from CompKD: partners are drawn inside the batch (one random permutation, see
-    :func:`within_batch_partners`), while CompKD precomputes up to 100k distinct ordered pairs
-    over the (sub)set; CompKD caches the teacher logits once per image on one augmented view,
-    here the teacher sees the current batch (or the batch's cached ``teacher_logits``). All draws
+    Partners: ``sampling="batch"`` (default) draws them inside the batch (one random permutation,
+    see :func:`within_batch_partners`). ``sampling="pool"`` is CompKD's way: up to ``max_pairs``
+    (100k) distinct source tuples are precomputed over the (sub)set and served ``batch_size`` per
+    step by the ``"tuples"`` loader (:mod:`kdlab.data.tuples`; every source image with its own
+    crop+flip), so each step mixes ``batch_size`` images; the student's logits are then returned
+    once per source row, scored against each source's label. CompKD caches the teacher logits
+    once per image on one augmented view (``data.cache_teacher``); otherwise the teacher sees the
+    current (un-mixed) images. All draws
     use torch's global RNG, which the trainer seeds and checkpoints. ``lam`` fixes the weights
     (a number for λ, or one weight per source summing to 1) for tests and ablations. The logits
     returned for training accuracy are the student's on the mixed input, scored against the
@@ -76,8 +80,15 @@ class Mixup(Distiller):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, loss_fn: str = "ce",
                  temperature: float = 4.0, w_cls: float = 1.0, w_rel: float = 1.0, w_kd: float = 0.0,
-                 mix_alpha: float = 1.0, lam: float | list[float] | None = None) -> None:
+                 mix_alpha: float = 1.0, lam: float | list[float] | None = None, sampling: str = "batch",
+                 max_pairs: int = 100_000) -> None:
         super().__init__(student, teacher)
+        if sampling not in ("batch", "pool"):
+            raise KdlabError(f"{self.method_name}: sampling must be 'batch' (partners from the batch) or 'pool' "
+                             f"(CompKD's precomputed tuples); got {sampling!r}")
+        self.sampling, self.max_pairs = sampling, max_pairs
+        if sampling == "pool":
+            self.loader_kind = "tuples"
         if loss_fn not in MIX_LOSS_FNS:
             raise KdlabError(f"{self.method_name}: loss_fn must be one of {', '.join(MIX_LOSS_FNS)}; "
                              f"got {loss_fn!r}")
@@ -96,6 +107,22 @@ class Mixup(Distiller):
             raise KdlabError(f"{self.method_name}: lam must be a number in [0, 1] or {self.sources} "
                              f"non-negative weights summing to 1; got {lam!r}")
         return ws
+
+    @property
+    def loader_options(self) -> dict:
+        """With ``sampling="pool"``: tuples of ``sources`` images from the ``"tuples"`` loader."""
+        return {"pos_and_neg": self.sources, "max_tuples": self.max_pairs} if self.sampling == "pool" else {}
+
+    def partners(self, batch: Batch) -> Tensor:
+        """``sources × n`` row indices into the batch: the sources of each of the n mixed images."""
+        n, device = batch.image.shape[0], batch.image.device
+        if self.sampling == "batch":
+            return within_batch_partners(n, self.sources, device)
+        if "tuples" not in batch.extra or n % self.sources:
+            raise KdlabError(f"{self.method_name}: sampling='pool' needs the tuple loader's batches of "
+                             f"{self.sources}-image tuples (build the run with kdlab.experiment)")
+        k = self.sources
+        return torch.arange(k, device=device)[:, None] + k * torch.arange(n // k, device=device)[None]
 
     # ---- the random parts (torch's global RNG) -------------------------------------------
     def draw_weights(self) -> list[float]:
@@ -116,13 +143,16 @@ class Mixup(Distiller):
                 index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         batch = images if isinstance(images, Batch) else Batch(images, targets, index=index, epoch=epoch)
         t = self.teacher_features(batch)  # the un-mixed images (or their cached logits)
-        partners = within_batch_partners(batch.image.shape[0], self.sources, batch.image.device)
+        partners = self.partners(batch)
         mixed, weights = self.mix(batch.image, partners)
         s = self._rec_s(mixed)
         self.last_mix = {"weights": torch.tensor(weights, dtype=torch.float64), "partners": partners}
         batch = dataclasses.replace(batch, extra={**batch.extra, "mix_weights": self.last_mix["weights"],
                                                   "mix_partners": partners})
-        return self.student_logits(s, batch), self.losses(s, t, batch)
+        logits, terms = self.student_logits(s, batch), self.losses(s, t, batch)
+        if self.sampling == "pool":  # one row per source image, so that logits align with batch.target
+            logits = logits.repeat_interleave(self.sources, dim=0)
+        return logits, terms
 
     def losses(self, s: Features, t: Features | None, batch: Batch) -> dict[str, Tensor]:
         """The λ-weighted terms; a batch without a mix (``forward`` adds one) counts as un-mixed."""
