@@ -6,9 +6,9 @@ wnids), the first 30 training and 30 official-val (= test) images per class, at 
 is held out for validation (240 train / 60 val / 300 test). A resnet14 teacher is trained first
 (module-scoped fixture); each method then distils a resnet8 for a few epochs from its cached
 logits (``data.cache_teacher``, the few-sample setting; DIST also uncached, Comparative KD with
-pos_and_neg 2 and 3, mixup3 on CompKD's tuple pool), and its distillation terms must fall from the first epoch to the last. Chance
-is 10%. About one minute on one CPU thread; it is in the default set (skipped when ../shared is
-absent).
+pos_and_neg 2 and 3, mixup3 on CompKD's tuple pool), and its distillation terms must fall from the
+first epoch to the last. Chance is 10%. About one minute on one CPU thread; it is in the default
+set (skipped when ../shared is absent).
 """
 
 from __future__ import annotations
