@@ -93,6 +93,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     test_at_end: bool = True
+    teacher_mode: str = "auto"  # auto: the method's choice (eval, or train for OFD); eval | train forces it
     early_stop_patience: int | None = None  # evaluations without a val improvement that make a plateau
     plateau_lr_drops: int = 0  # on a plateau: reload the best weights and scale the LR, at most this often
     plateau_gamma: float = 0.1  # the LR factor of each plateau drop

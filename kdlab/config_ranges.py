@@ -37,6 +37,7 @@ def check_ranges(cfg: Any) -> None:
         _rule(cfg, key, nonneg, ">= 0")
     _rule(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     _rule(cfg, "data.cache_view", lambda v: v in CACHE_VIEWS, f"one of {', '.join(CACHE_VIEWS)}")
+    _rule(cfg, "train.teacher_mode", lambda v: v in ("auto", "eval", "train"), "one of auto, eval, train")
     _rule(cfg, "optim.lr", lambda v: v > 0, "> 0")
     _rule(cfg, "optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)")
     _rule(cfg, "optim.grad_clip", lambda v: v > 0, "> 0 (or null for no clipping)", optional=True)

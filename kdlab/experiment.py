@@ -222,6 +222,8 @@ def build_experiment(cfg: Config) -> Experiment:
         teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint)
     distiller = create_distiller(cfg.method.name, student=student, teacher=teacher,
                                  **method_params(cfg, data))
+    if cfg.train.teacher_mode != "auto":
+        distiller.set_teacher_mode(cfg.train.teacher_mode)
     policy = build_policy(cfg.train, distiller.student)
     loaders = [make_loader(cfg, data, s, policy, distiller) for s in ("train", "val", "test")]
     run_dir = Path(cfg.out_dir) / cfg.name

@@ -206,3 +206,19 @@ def test_a_compose_whose_parts_need_teacher_features_is_refused_before_caching(d
                        "method.params.terms=[{method: kd}, {method: dist}]", "name=compose-cached")
     experiment.build_experiment(cfg)  # logits-only parts may use the cache
     assert seen["images"] == 240
+
+
+def test_train_teacher_mode_forces_the_teachers_mode_for_any_method(digits_teacher):
+    out, ckpt, _ = digits_teacher
+    exp = experiment.build_experiment(_student_cfg(out, ckpt, "nkd", "train.teacher_mode=train", "name=tm"))
+    exp.distiller.train()
+    assert exp.distiller.teacher.training and exp.distiller.teacher_mode == "train"
+    exp.distiller.eval()
+    assert not exp.distiller.teacher.training
+    exp = experiment.build_experiment(_student_cfg(out, ckpt, "ofd", "train.teacher_mode=eval", "name=tm"))
+    assert not exp.distiller.train().teacher.training  # OFD's own choice is train mode
+    with pytest.raises(KdlabError, match="a teacher in train mode"):  # the cache holds eval-mode logits
+        experiment.build_experiment(_student_cfg(out, ckpt, "kd", "train.teacher_mode=train",
+                                                 "data.cache_teacher=true", "name=tm"))
+    with pytest.raises(KdlabError, match="train.teacher_mode='frozen' is out of range"):
+        _student_cfg(out, ckpt, "kd", "train.teacher_mode=frozen")

@@ -168,6 +168,15 @@ class Distiller(nn.Module):
         with torch.no_grad():
             return self._rec_t(batch.image).detach()
 
+    def set_teacher_mode(self, mode: str) -> None:
+        """Force the teacher's mode during training: ``"eval"`` (running BN statistics) or ``"train"``
+        (batch statistics, as some reference code leaves it); ``train.teacher_mode`` in a config."""
+        if mode not in ("eval", "train"):
+            raise KdlabError(f"teacher mode must be 'eval' or 'train', got {mode!r}")
+        self.teacher_mode = mode
+        if self.teacher is not None:
+            self.teacher.train(self.training and mode == "train")
+
     def train(self, mode: bool = True) -> Distiller:
         super().train(mode)
         if self.teacher is not None and self.teacher_mode != "train":
