@@ -179,3 +179,18 @@ def test_crd_through_the_real_loader_and_clear_errors():
         kdlab.create_distiller("crd", student=s, teacher=t)
     with pytest.raises(KdlabError, match="mode"):
         _crd(s, t, 10, 4, mode="loose")
+
+
+def test_crd_on_logits_embeds_the_logits_as_comparative_kd_does():
+    s, t = _models("resnet32x4", "resnet8x4")
+    targets = torch.arange(40) % 5
+    d = _crd(s, t, 40, 16, feature="logits")
+    assert (d.embed_s.linear.in_features, d.embed_t.linear.in_features) == (10, 10)  # 10 classes
+    seen = {}
+    hook = d.embed_s.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].detach()))
+    batch = _crd_batch(targets, torch.tensor([3, 17, 22, 8]), 16)
+    terms = train_step(d, s, t, batch)
+    hook.remove()
+    assert set(terms) == {"ce", "crd"} and seen["x"].shape == (4, 10)
+    with pytest.raises(KdlabError, match="feature must be"):
+        _crd(s, t, 40, 16, feature="stages")

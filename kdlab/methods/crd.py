@@ -11,7 +11,7 @@ from kdlab.data.contrast import MODES
 from kdlab.errors import KdlabError
 from kdlab.features import Features
 from kdlab.methods.base import Distiller, Needs
-from kdlab.methods.modules.embed import Embed, pooled_width
+from kdlab.methods.modules.embed import Embed, logits_width, pooled_width
 from kdlab.methods.modules.memory import ContrastMemory
 from kdlab.methods.registry import register_method
 
@@ -33,7 +33,8 @@ class CRD(Distiller):
       ``contrast_negatives``/``contrast_mode`` and the training loader draws them.
 
     Weights: CE 1 + 0.8·CRD (RepDistiller "CRD"); ``kd_weight=1`` at T=4 gives "CRD+KD". SimKD's
-    table uses CE 1 + KD 1 + 0.8·CRD.
+    table uses CE 1 + KD 1 + 0.8·CRD. ``feature="logits"`` embeds the logits instead of the pooled
+    features, as Comparative KD (alextxu/ckd) runs CRD in its few-sample setting (methods.md §1.30).
     """
 
     needs = Needs.of(student={"logits", "pooled"}, teacher={"logits", "pooled"})
@@ -43,8 +44,10 @@ class CRD(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, weight: float = 0.8,
                  feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07, nce_m: float = 0.5,
                  mode: str = "exact", ce_weight: float = 1.0, kd_weight: float = 0.0, temperature: float = 4.0,
-                 num_data: int | None = None, image_size: int = 32) -> None:
+                 feature: str = "pooled", num_data: int | None = None, image_size: int = 32) -> None:
         super().__init__(student, teacher)
+        if feature not in ("pooled", "logits"):
+            raise KdlabError(f"crd: feature must be 'pooled' or 'logits', got {feature!r}")
         if num_data is None or num_data <= 0:
             raise KdlabError("crd needs num_data, the training-set size (filled in from the dataset by "
                              "`kdlab train`; pass num_data=len(train set) when building it directly)")
@@ -55,8 +58,10 @@ class CRD(Distiller):
         self.weight, self.ce_weight, self.kd_weight, self.temperature = weight, ce_weight, kd_weight, temperature
         self.num_data = num_data
         self.contrast_negatives, self.contrast_mode = nce_k, mode
-        self.embed_s = Embed(pooled_width(student, image_size), feat_dim)
-        self.embed_t = Embed(pooled_width(teacher, image_size), feat_dim)
+        width = pooled_width if feature == "pooled" else logits_width
+        self.feature = feature
+        self.embed_s = Embed(width(student, image_size), feat_dim)
+        self.embed_t = Embed(width(teacher, image_size), feat_dim)
         self.memory = ContrastMemory(feat_dim, num_data, nce_t, nce_m)
 
     def losses(self, s: Features, t: Features | None, batch: Batch) -> dict[str, Tensor]:
@@ -68,7 +73,7 @@ class CRD(Distiller):
         if contrast.shape[1] != self.contrast_negatives + 1:
             raise KdlabError(f"crd: contrast_index has {contrast.shape[1] - 1} negatives per sample, "
                              f"expected nce_k={self.contrast_negatives}")
-        v_s, v_t = self.embed_s(s.pooled), self.embed_t(t.pooled)
+        v_s, v_t = self.embed_s(getattr(s, self.feature)), self.embed_t(getattr(t, self.feature))
         out_s, out_t = self.memory(v_s, v_t, contrast)
         crd = losses.crd_nce(out_s, self.num_data) + losses.crd_nce(out_t, self.num_data)
         if self.training:

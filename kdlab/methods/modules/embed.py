@@ -32,15 +32,24 @@ class Embed(nn.Module):
         return F.normalize(self.linear(x.flatten(1)), p=2, dim=1)
 
 
+def _head_width(model: nn.Module, image_size: int, part: str) -> int:
+    from kdlab.features import feature_shapes, get_taps
+
+    head = model.get_submodule(get_taps(model).classifier)
+    if isinstance(head, nn.Linear):
+        return head.in_features if part == "pooled" else head.out_features
+    return feature_shapes(model, image_size)[part][0]
+
+
 def pooled_width(model: nn.Module, image_size: int = 32) -> int:
     """Width of a model's pooled feature (the classifier's input).
 
     Read from a ``Linear`` classifier's ``in_features``; other heads are probed with a dummy
     forward at ``image_size``.
     """
-    from kdlab.features import feature_shapes, get_taps
+    return _head_width(model, image_size, "pooled")
 
-    head = model.get_submodule(get_taps(model).classifier)
-    if isinstance(head, nn.Linear):
-        return head.in_features
-    return feature_shapes(model, image_size)["pooled"][0]
+
+def logits_width(model: nn.Module, image_size: int = 32) -> int:
+    """Number of logits (a ``Linear`` classifier's ``out_features``; other heads are probed)."""
+    return _head_width(model, image_size, "logits")
