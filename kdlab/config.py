@@ -42,6 +42,7 @@ class DataConfig:
     crop_padding: int = 4
     flip: bool = True
     num_workers: int = 2
+    per_class: int = 0  # > 0: class-balanced training batches, this many images per class (CompKD's RKD: 5)
     cache_teacher: bool = False  # run the teacher once per training image before training (logit methods)
     cache_view: str = "augmented"  # what the teacher sees when caching: augmented (one seeded crop+flip) | clean
 

@@ -32,8 +32,8 @@ def check_ranges(cfg: Any) -> None:
     for key in ("data.subset_size", "data.limit_per_class", "data.image_size", "train.max_steps",
                 "train.early_stop_patience"):
         _rule(cfg, key, pos, ">= 1 (or null)", optional=True)
-    for key in ("data.crop_padding", "data.num_workers", "optim.weight_decay", "schedule.warmup_epochs",
-                "schedule.min_lr", "train.checkpoint_every_steps", "train.plateau_lr_drops"):
+    for key in ("data.crop_padding", "data.num_workers", "data.per_class", "optim.weight_decay",
+                "schedule.warmup_epochs", "schedule.min_lr", "train.checkpoint_every_steps", "train.plateau_lr_drops"):
         _rule(cfg, key, nonneg, ">= 0")
     _rule(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     _rule(cfg, "data.cache_view", lambda v: v in CACHE_VIEWS, f"one of {', '.join(CACHE_VIEWS)}")

@@ -153,6 +153,7 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
         contrast_negatives=int(distiller.contrast_negatives) if asks else 0,
         contrast_mode=distiller.contrast_mode if asks else "exact",
         seed=cfg.train.seed, channels_last=policy.channels_last, num_workers=d.num_workers,
+        per_class=d.per_class if train else 0,
     )
 
 

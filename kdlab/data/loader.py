@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from kdlab.data.augment import Normalizer, crop_flip
 from kdlab.data.batch import Batch
+from kdlab.data.class_balanced import class_balanced_order
 from kdlab.data.contrast import ContrastSampler, batch_generator
 from kdlab.data.imagesets import FileImageSet, ImageSet, TensorImageSet
 from kdlab.data.transforms import file_transform
@@ -62,9 +63,17 @@ class Loader(ABC):
     def __init__(self, images: ImageSet, *, batch_size: int, shuffle: bool, augment: bool,
                  crop_padding: int, flip: bool, drop_last: bool, with_index: bool, seed: int,
                  device: torch.device, mean: Sequence[float], std: Sequence[float],
-                 channels_last: bool, contrast_negatives: int = 0, contrast_mode: str = "exact") -> None:
+                 channels_last: bool, contrast_negatives: int = 0, contrast_mode: str = "exact",
+                 per_class: int = 0) -> None:
         _check_int("batch_size", batch_size, 1)
         _check_int("data.crop_padding", crop_padding, 0)
+        _check_int("data.per_class", per_class, 0)
+        if per_class and shuffle:
+            _, counts = torch.unique(images.targets, return_counts=True)
+            if int(counts.clamp(max=per_class).sum()) < batch_size:
+                raise KdlabError(f"data.per_class={per_class}: {len(counts)} classes cannot fill a batch of "
+                                 f"{batch_size}; lower data.batch_size or raise data.per_class")
+        self.per_class = per_class
         self.dataset = images
         self.batch_size = batch_size
         self.shuffle, self.augment = shuffle, augment
@@ -98,7 +107,11 @@ class Loader(ABC):
         """The shuffle order and augmentation draws of ``epoch`` (a pure function of seed, epoch)."""
         n = len(self.dataset)
         g = epoch_generator(self.seed, epoch)
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self.shuffle and self.per_class:
+            sizes = [hi - lo for lo, hi in map(self._bounds, range(math.ceil(n / self.batch_size)))]
+            order = class_balanced_order(self.dataset.targets, sizes, self.per_class, g)
+        else:
+            order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         offsets = flips = seeds = None
         if self.augment:
             offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
@@ -216,7 +229,8 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
                  mean: Sequence[float], std: Sequence[float], augment: bool | None = None,
                  crop_padding: int = 4, flip: bool = True, drop_last: bool = False,
                  with_index: bool = False, seed: int = 0, channels_last: bool = False,
-                 num_workers: int = 2, contrast_negatives: int = 0, contrast_mode: str = "exact") -> Loader:
+                 num_workers: int = 2, contrast_negatives: int = 0, contrast_mode: str = "exact",
+                 per_class: int = 0) -> Loader:
     """A loader over ``images`` yielding normalised float32 batches on ``device``.
 
     ``train`` shuffles (and by default augments: padded random crop + flip for tensor-style sets,
@@ -224,14 +238,15 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
     normalise. ``crop_padding=0`` disables the crop. ``num_workers`` only matters for file sets.
     ``contrast_negatives=K > 0`` adds ``batch.extra["contrast_index"]`` (B×(K+1): the positive, then
     K samples of other classes; ``contrast_mode`` "exact" or "relax", see :mod:`kdlab.data.contrast`)
-    and ``batch.index``.
+    and ``batch.index``. ``per_class=m > 0`` makes training batches class-balanced: m images from
+    each of batch_size/m random classes (:mod:`kdlab.data.class_balanced`).
     """
     _check_int("data.batch_size" if train else "data.eval_batch_size", batch_size, 1)
     _check_int("data.num_workers", num_workers, 0)
     kw = dict(batch_size=batch_size, shuffle=train, augment=train if augment is None else augment,
               crop_padding=crop_padding, flip=flip, drop_last=drop_last, with_index=with_index,
               seed=seed, device=torch.device(device), mean=mean, std=std, channels_last=channels_last,
-              contrast_negatives=contrast_negatives, contrast_mode=contrast_mode)
+              contrast_negatives=contrast_negatives, contrast_mode=contrast_mode, per_class=per_class)
     if isinstance(images, TensorImageSet):
         return TensorLoader(images, **kw)
     if isinstance(images, FileImageSet):

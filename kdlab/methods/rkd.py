@@ -21,7 +21,9 @@ class RKD(Distiller):
     teacher side is computed without gradient (:func:`kdlab.losses.rkd`). Defaults: distance 25,
     angle 50, beta 1, CE 1 (RepDistiller ``RKDLoss`` with ``-b 1``; mdistiller ``RKD`` with
     ``PDIST.SQUARED False``, eps 1e-12). The angle term builds B×B×B tensors (fine at batch 64).
-    ``feature="logits"`` applies it to the logits instead, as CompKD (alextxu/ckd) does.
+    ``feature="logits"`` applies it to the logits instead, as CompKD (alextxu/ckd) does; CompKD
+    also draws class-balanced batches (5 images per class), which is the data option
+    ``data.per_class=5`` (:mod:`kdlab.data.class_balanced`).
     """
 
     needs = Needs.of(student={"logits", "pooled"}, teacher={"logits", "pooled"})
