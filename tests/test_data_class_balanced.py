@@ -65,3 +65,15 @@ def test_the_loader_serves_class_balanced_batches_reproducibly():
 def test_too_few_classes_for_the_batch_is_one_line():
     with pytest.raises(KdlabError, match="12 classes cannot fill a batch of 64"):
         _loader(_set(), batch_size=64, per_class=5)
+
+
+def test_data_per_class_reaches_the_training_loader_of_a_run(tmp_path):
+    from kdlab.config import load_config
+    from kdlab.experiment import build_experiment
+
+    cfg = load_config(None, ["data.dataset=digits", "data.image_size=16", "data.batch_size=20", "data.per_class=5",
+                             "student.name=resnet8", "train.device=cpu", f"out_dir={tmp_path}"])
+    exp = build_experiment(cfg)
+    batch = next(iter(exp.train_loader))
+    assert set(Counter(batch.target.tolist()).values()) == {5}
+    assert exp.val_loader.per_class == 0
