@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kdlab.data.teacher_cache import VIEWS as CACHE_VIEWS
 from kdlab.errors import KdlabError
-
-CACHE_VIEWS = ("augmented", "clean")
 
 
 def _rule(cfg: Any, key: str, ok: Callable[[Any], bool], need: str, *, optional: bool = False) -> None:

@@ -40,7 +40,7 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
-def _check_int(key: str, value: object, low: int) -> None:
+def check_int(key: str, value: object, low: int) -> None:
     """One-line :class:`KdlabError` unless ``value`` is an int >= ``low`` (bad config values)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         need = "a positive integer" if low == 1 else f"an integer >= {low}"
@@ -65,9 +65,9 @@ class Loader(ABC):
                  device: torch.device, mean: Sequence[float], std: Sequence[float],
                  channels_last: bool, contrast_negatives: int = 0, contrast_mode: str = "exact",
                  per_class: int = 0) -> None:
-        _check_int("batch_size", batch_size, 1)
-        _check_int("data.crop_padding", crop_padding, 0)
-        _check_int("data.per_class", per_class, 0)
+        check_int("batch_size", batch_size, 1)
+        check_int("data.crop_padding", crop_padding, 0)
+        check_int("data.per_class", per_class, 0)
         if per_class and shuffle:
             _, counts = torch.unique(images.targets, return_counts=True)
             if int(counts.clamp(max=per_class).sum()) < batch_size:
@@ -241,8 +241,8 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
     and ``batch.index``. ``per_class=m > 0`` makes training batches class-balanced: m images from
     each of batch_size/m random classes (:mod:`kdlab.data.class_balanced`).
     """
-    _check_int("data.batch_size" if train else "data.eval_batch_size", batch_size, 1)
-    _check_int("data.num_workers", num_workers, 0)
+    check_int("data.batch_size" if train else "data.eval_batch_size", batch_size, 1)
+    check_int("data.num_workers", num_workers, 0)
     kw = dict(batch_size=batch_size, shuffle=train, augment=train if augment is None else augment,
               crop_padding=crop_padding, flip=flip, drop_last=drop_last, with_index=with_index,
               seed=seed, device=torch.device(device), mean=mean, std=std, channels_last=channels_last,

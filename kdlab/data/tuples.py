@@ -37,6 +37,7 @@ from torch import Tensor
 from kdlab.data.augment import Normalizer, crop_flip
 from kdlab.data.batch import Batch
 from kdlab.data.imagesets import ImageSet, TensorImageSet
+from kdlab.data.loader import check_int
 from kdlab.errors import KdlabError
 
 _PASS_TAG = 0x7475706C  # keeps tuple draws apart from the image loaders' (seed, epoch) streams
@@ -106,10 +107,8 @@ class TupleLoader:
         if not isinstance(images, TensorImageSet):
             raise KdlabError("tuple loaders need the training images in memory; set data.in_memory: true "
                              "(few-sample subsets are small)")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise KdlabError(f"data.batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
-            raise KdlabError(f"data.crop_padding must be an integer >= 0, got {crop_padding!r}")
+        check_int("data.batch_size", batch_size, 1)
+        check_int("data.crop_padding", crop_padding, 0)
         self.dataset = images
         self.pos, self.neg = tuple_split(pos_and_neg)
         self.size = pos_and_neg
