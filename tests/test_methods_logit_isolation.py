@@ -107,6 +107,18 @@ def _logits(n=8, seed=0):
     return zs, 2 * torch.randn(n, C, generator=g, dtype=torch.float64), torch.randint(0, C, (n,), generator=g)
 
 
+def _assert_detached_like_reference(loss, x, reference, what):
+    """``loss`` equals ``reference(False)`` (its weight computed without gradient) in value and in
+    gradient wrt ``x``, and ``reference(True)`` (a weight with gradient) would give another gradient."""
+    (g,) = torch.autograd.grad(loss, x)
+    ref = reference(False)
+    (g_ref,) = torch.autograd.grad(ref, x)
+    (g_live,) = torch.autograd.grad(reference(True), x)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(g.double(), g_ref, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(g_live, g_ref, rtol=1e-2, atol=1e-4), f"{what} with gradient would differ"
+
+
 def test_wsld_sample_weight_is_detached():
     zs, zt, y = _logits()
     t, alpha = 4.0, 2.25
@@ -118,14 +130,7 @@ def test_wsld_sample_weight_is_detached():
                                 / (F.cross_entropy(zt, y, reduction="none") + 1e-7)).clamp_min(0))
         return alpha * t * t * (w * soft_ce).mean()
 
-    loss = losses.wsld(zs, zt, y, t, alpha)
-    (g,) = torch.autograd.grad(loss, zs)
-    ref = reference(weight_grad=False)
-    (g_ref,) = torch.autograd.grad(ref, zs)
-    (g_live,) = torch.autograd.grad(reference(weight_grad=True), zs)
-    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
-    assert torch.allclose(g.double(), g_ref, rtol=1e-4, atol=1e-7)
-    assert not torch.allclose(g_live, g_ref, rtol=1e-2, atol=1e-4), "a weight with gradient would differ"
+    _assert_detached_like_reference(losses.wsld(zs, zt, y, t, alpha), zs, reference, "a weight")
 
 
 def test_uskd_target_soft_label_q_is_detached():
@@ -139,14 +144,7 @@ def test_uskd_target_soft_label_q_is_detached():
             q = p_gt2 + 1 - p_gt2.mean()
         return -(q * log_p_gt).mean()
 
-    loss_t, _, _ = losses.uskd_parts(zs, aux, y)
-    (g,) = torch.autograd.grad(loss_t, zs)
-    ref = reference(q_grad=False)
-    (g_ref,) = torch.autograd.grad(ref, zs)
-    (g_live,) = torch.autograd.grad(reference(q_grad=True), zs)
-    assert loss_t.item() == pytest.approx(ref.item(), rel=1e-5)
-    assert torch.allclose(g.double(), g_ref, rtol=1e-4, atol=1e-7)
-    assert not torch.allclose(g_live, g_ref, rtol=1e-2, atol=1e-4), "a q with gradient would differ"
+    _assert_detached_like_reference(losses.uskd_parts(zs, aux, y)[0], zs, reference, "a q")
     assert not zipf_non_target_labels(zs, aux, y).requires_grad  # the non-target labels too
 
 
