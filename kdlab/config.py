@@ -101,6 +101,21 @@ class TrainConfig:
 
 
 @dataclass
+class PublishedResult:
+    """A number a paper or reference README reports for this recipe (what bench tables compare with).
+
+    ``metric``: ``top1`` (classification, %) or a COCO metric (``AP``, ``AP50``...); ``source``: where
+    it is printed (paper table, README); ``split``: the split it was measured on.
+    """
+
+    metric: str = "top1"
+    value: float | None = None
+    source: str = ""
+    split: str = "test"
+    note: str = ""
+
+
+@dataclass
 class Config:
     name: str = "run"
     out_dir: str = "runs"
@@ -111,6 +126,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    published: list[PublishedResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -47,3 +47,7 @@ def check_ranges(cfg: Any) -> None:
     _rule(cfg, "schedule.min_lr", lambda v: v <= cfg.optim.lr, f"<= optim.lr ({cfg.optim.lr})")
     _rule(cfg, "schedule.milestones", lambda v: all(m >= 1 for m in v) and list(v) == sorted(set(v)),
           "positive epochs in increasing order")
+    for i, pub in enumerate(cfg.published):
+        if pub.value is None or not pub.source.strip() or not pub.metric.strip():
+            raise KdlabError(f"published[{i}] needs metric, value and source (e.g. metric: top1, value: 76.32, "
+                             f"source: 'DKD paper, Table 1'); got {pub}")
