@@ -238,11 +238,15 @@ def build_experiment(cfg: Config) -> Experiment:
     return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir)
 
 
-def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train (or distill) as the config says and return the run's summary."""
+def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False,
+                   callbacks: list[Any] | None = None) -> dict:
+    """Train (or distill) as the config says and return the run's summary.
+
+    ``callbacks``: hooks called by the trainer (:mod:`kdlab.engine.callbacks`), e.g. a sweep's pruner.
+    """
     exp = build_experiment(cfg)
     trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
-                      run_dir=exp.run_dir, resume=resume, overwrite=overwrite)
+                      run_dir=exp.run_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)
     summary = trainer.fit()
     summary.setdefault("run_dir", str(exp.run_dir))
     summary.setdefault("params", count_parameters(exp.distiller.inference_model()))

@@ -55,6 +55,11 @@ class RunLogger:
                                       TextColumn("{task.fields[info]}"), transient=True)
             self._progress.start()
 
+    @classmethod
+    def from_config(cls, run_dir: str | Path, cfg: Any) -> RunLogger:
+        """The logger a run's config asks for (``train.tensorboard``, ``train.progress``)."""
+        return cls(run_dir, tensorboard=cfg.train.tensorboard, progress=cfg.train.progress)
+
     def _open_tensorboard(self):
         global _TB_WARNED
         try:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from kdlab.config import Config
 from kdlab.data.batch import Batch
+from kdlab.engine.callbacks import call_epoch_end, call_validation
 from kdlab.engine.checkpoint import load_checkpoint_file, save_checkpoint, write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy, seed_everything
 from kdlab.engine.init_phase import run_init_phase
@@ -144,8 +145,10 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, distiller: Distiller, train_loader, val_loader, test_loader=None, *,
-                 run_dir: Path, resume: bool = False, overwrite: bool = False) -> None:
+                 run_dir: Path, resume: bool = False, overwrite: bool = False,
+                 callbacks: list[Any] | None = None) -> None:
         self.cfg = cfg
+        self.callbacks = list(callbacks or ())  # see kdlab.engine.callbacks
         self.distiller = distiller
         self.train_loader = train_loader
         self.val_loader = val_loader
@@ -185,6 +188,7 @@ class Trainer:
         self._last_train: dict[str, Any] | None = None
         self._val_epoch: int | None = None
         self.early_stop = {"since_best": 0, "drops": 0, "lr_scale": 1.0, "stopped": False}
+        self.stop_reason: str | None = None  # a callback's request to stop (e.g. "pruned")
         self._check_early_stop()
 
         self._prepare_run_dir(resume, overwrite)
@@ -243,6 +247,7 @@ class Trainer:
         self.images_seen, self.train_seconds = ck["images_seen"], ck["train_seconds"]
         self.wall_before = ck["wall_s"]
         self.early_stop = dict(ck.get("early_stop", self.early_stop))
+        self.stop_reason = ck.get("stop_reason")
         if self.batch_in_epoch > 0:
             self._meter.load_state_dict(ck["meter"])
         if ck.get("teacher_buffers"):
@@ -276,6 +281,7 @@ class Trainer:
             "train_seconds": self.train_seconds,
             "wall_s": wall_s,
             "early_stop": dict(self.early_stop),
+            "stop_reason": self.stop_reason,
             "teacher_buffers": self._teacher_buffers(),
             "config": self.cfg.to_dict(),
         }
@@ -315,7 +321,7 @@ class Trainer:
         """Train to ``schedule.epochs`` (or ``train.max_steps``), test, write and return the summary."""
         self._fit_start = time.perf_counter()
         tc = self.cfg.train
-        self.logger = RunLogger(self.run_dir, tensorboard=tc.tensorboard, progress=tc.progress)
+        self.logger = RunLogger.from_config(self.run_dir, self.cfg)
         try:
             write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
             for note in self._notes:
@@ -347,8 +353,8 @@ class Trainer:
         epochs = self.cfg.schedule.epochs
         eval_every = self.cfg.train.eval_every
         while self.epoch <= epochs:
-            if self.early_stop["stopped"]:
-                return "early_stop"
+            if self.early_stop["stopped"] or self.stop_reason:
+                return self.stop_reason or "early_stop"
             if self._max_steps_reached():
                 return "max_steps"
             e = self.epoch
@@ -370,8 +376,8 @@ class Trainer:
             self._save_last()
             if stop:
                 return "epochs" if finished else "max_steps"
-            if self.early_stop["stopped"]:
-                return "early_stop"
+            if self.early_stop["stopped"] or self.stop_reason:
+                return self.stop_reason or "early_stop"
         return "epochs"
 
     def _train_epoch(self, epoch: int) -> None:
@@ -467,6 +473,10 @@ class Trainer:
             self._save_best(epoch, m["top1"])
         self.logger.log_eval("val", epoch=epoch, step=self.global_step, metrics=m, best=improved)
         self._early_stopping(epoch, improved)
+        reason = call_validation(self.callbacks, epoch, self.global_step, m)
+        if reason and not self.early_stop["stopped"]:
+            self.stop_reason = reason
+            self.logger.log_event("stop", epoch=epoch, step=self.global_step, reason=reason)
         self.distiller.train()
 
     def _early_stopping(self, epoch: int, improved: bool) -> None:
@@ -506,6 +516,7 @@ class Trainer:
                               loss=s["loss"], top1=s["top1"], img_per_s=s["img_per_s"],
                               batches=self.batch_in_epoch, of=self.steps_per_epoch)
         self._last_train = s
+        call_epoch_end(self.callbacks, epoch, self.global_step, s)
 
     def _epoch_line(self, epoch: int) -> str:
         """The one-line epoch summary printed when no progress bar is shown."""
