@@ -21,7 +21,8 @@ CIFAR_ROWS = {"kd": "KD", "fitnet": "FitNet", "at": "AT", "sp": "SP", "cc": "CC"
               "pkt": "PKT", "ab": "AB", "ft": "FT", "fsp": "FSP", "nst": "NST", "crd": "CRD", "crd_kd": "CRD+KD",
               "ofd": "OFD", "reviewkd": "ReviewKD", "dkd": "DKD", "dist": "DIST (τ=4)"}
 # recipe folder -> rows of the ImageNet table (§2.6)
-IMAGENET_ROWS = {"kd": ("KD (original)", "KD (as listed in the mdistiller README; a stronger re-run than the original)"),
+KD_MDISTILLER = "KD (as listed in the mdistiller README; a stronger re-run than the original)"
+IMAGENET_ROWS = {"kd": ("KD (original)", KD_MDISTILLER),
                  "dkd": ("DKD",), "at": ("AT",), "ofd": ("OFD",), "crd": ("CRD",), "reviewkd": ("ReviewKD",),
                  "dist": ("DIST",), "nkd": ("NKD",), "uskd": ("USKD (self-KD, no teacher)",)}
 IMAGENET_PAIRS = {"resnet34_resnet18": "ResNet34→ResNet18", "resnet50_MobileNetV1": "ResNet50→MobileNetV1",
