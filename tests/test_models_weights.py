@@ -162,3 +162,27 @@ def test_a_wrapper_that_is_not_a_distiller_is_not_silently_cut_down(tmp_path):
     torch.save({"model": simkd_like}, tmp_path / "simkd.pth")
     with pytest.raises(KdlabError, match="does not fit .*unexpected keys"):
         load_checkpoint(kdlab.create_model("resnet8", num_classes=10), tmp_path / "simkd.pth")
+
+
+def test_teacher_weights_reach_the_teacher_of_a_built_experiment(tmp_path, torch_home):
+    from PIL import Image
+
+    from kdlab.experiment import build_experiment
+
+    rng = torch.Generator().manual_seed(0)
+    for split, n in (("train", 6), ("val", 2)):
+        for c in ("n01", "n02"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = torch.randint(0, 256, (40, 48, 3), generator=rng, dtype=torch.uint8).numpy()
+                Image.fromarray(pixels).save(tmp_path / "data" / split / c / f"{c}_{i}.JPEG")
+    # a 2-class "pretrained" teacher saved under torchvision's file name (the folder has 2 classes)
+    torch.manual_seed(4)
+    source = kdlab.create_model("torchvision:resnet34", num_classes=2)
+    torch.save(source.state_dict(), torch_home / R34_FILE)
+    cfg = load_config("imagenet/kd/resnet34_resnet18", [f"data.root={tmp_path / 'data'}", "data.val_fraction=0.5",
+                                                       "data.image_size=32", "data.num_workers=0",
+                                                       f"out_dir={tmp_path / 'runs'}", "train.device=cpu"])
+    exp = build_experiment(cfg)
+    assert _same(exp.distiller.teacher, source)
+    assert exp.data.num_classes == 2 and not exp.distiller.teacher.training
