@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from kdlab.errors import KdlabError
 from kdlab.models.checkpoint import _listing, _mismatch_report, _unwrap, split_checkpoint, strip_prefixes
+from kdlab.safe_load import safe_load
 
 WEIGHT_PREFIXES = ("torchvision:", "timm:")
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -99,15 +100,15 @@ def weights_file(spec: str) -> Path:
 
 def read_state(path: Path) -> dict[str, Tensor]:
     """The state dict in a ``.safetensors`` or torch-pickled weights file (tensors only)."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             obj: Any = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise KdlabError(f"could not read weights file {path}: {type(e).__name__}: {e}") from None
+        except Exception as e:
+            raise KdlabError(f"could not read weights file {path}: {type(e).__name__}: {e}") from None
+    else:
+        obj = safe_load(path)  # weights_only: never runs code
     state, _ = split_checkpoint(obj, f"weights file {path}")
     return strip_prefixes(state)
 
