@@ -173,3 +173,17 @@ def test_unknown_grid_key_and_table_without_runs(tmp_path, capsys):
     g2 = write(tmp_path / "g2.yaml", {"configs": ["a.yaml"]})
     assert main(["bench", str(g2), "--table", "--out", str(tmp_path / "o")]) == 2
     assert "no finished cells" in capsys.readouterr().err
+
+
+def test_shipped_grids_resolve_and_expand():
+    dkd = load_grid("cifar100-dkd")
+    pairs = {Path(c).stem for c in dkd.configs if "/dkd/" in c}
+    assert len(pairs) == 11 and {Path(c).stem for c in dkd.configs if "/kd/" in c} == pairs
+    assert len(expand(dkd)) == len(dkd.configs) * 5 and dkd.baseline == "kd"
+    for name in ("cifar100-simkd", "cifar100-crd", "tiny-imagenet-small"):
+        cells = expand(load_grid(name))
+        assert cells and all(Path(c.config).is_file() for c in cells)
+    crd = load_grid("cifar100-crd")
+    assert len({Path(c).stem for c in crd.configs if "/crd/" in c}) == 13
+    with pytest.raises(KdlabError, match="did you mean cifar100-dkd"):
+        load_grid("cifar100-dk")
