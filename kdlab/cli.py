@@ -66,8 +66,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
     if args.jobs < 1:
         raise KdlabError(f"--jobs must be >= 1, got {args.jobs}")
-    run_bench(args.grid, args.overrides, jobs=args.jobs, devices=devices, table_only=args.table,
-              baseline=args.baseline, out_dir=args.out, cost=args.cost)
+    try:
+        run_bench(args.grid, args.overrides, jobs=args.jobs, devices=devices, table_only=args.table,
+                  baseline=args.baseline, out_dir=args.out, cost=args.cost)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again: finished cells are skipped, killed ones resume",
+              file=sys.stderr)
+        return 130
     return 0
 
 
@@ -76,7 +81,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.jobs < 1 or args.trials < 1:
         raise KdlabError(f"--trials and --jobs must be >= 1, got {args.trials} and {args.jobs}")
-    run_sweep(args.config, args.space, args.overrides, trials=args.trials, jobs=args.jobs, out=args.out)
+    try:
+        run_sweep(args.config, args.space, args.overrides, trials=args.trials, jobs=args.jobs, out=args.out)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue the study", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -187,3 +187,15 @@ def test_shipped_grids_resolve_and_expand():
     assert len({Path(c).stem for c in crd.configs if "/crd/" in c}) == 13
     with pytest.raises(KdlabError, match="did you mean cifar100-dkd"):
         load_grid("cifar100-dk")
+
+
+def test_student_baseline_found_across_axes_a_ce_run_cannot_take(tmp_path):
+    cells = [fake_run(tmp_path, f"ce-s{s}", "ce", "resnet8", s, 60.0 + s, 61, 60) for s in range(2)]
+    for t in (2, 4):
+        c = fake_run(tmp_path, f"kd-T{t}", "kd", "resnet8", 0, 62.0 + t, 63, 62)
+        c.axes = {"method.params.temperature": t}
+        cells.append(c)
+    groups = build_table(collect(cells, tmp_path)[0])
+    kd = [g for g in groups if g.method == "kd"]
+    assert [g.setting for g in kd] == ["method.params.temperature=2", "method.params.temperature=4"]
+    assert [g.stats["delta"] for g in kd] == [pytest.approx(64.0 - 60.5), pytest.approx(66.0 - 60.5)]

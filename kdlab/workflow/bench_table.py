@@ -4,8 +4,9 @@ Read from the cells' run folders only: ``config.yaml`` (method, models, dataset,
 and ``summary.json`` (``val_top1``, ``test_top1_at_best_val``, ``test_top1_last``). Per group:
 
 * mean and sample std (ddof=1) over seeds of the three accuracies;
-* the student baseline: the group of method ``ce`` with the same dataset, student and axis values,
-  and ``delta`` = test top-1 at best val minus the baseline's (both means);
+* the student baseline: the group of method ``ce`` with the same dataset, student and axis values
+  (or the student's only ``ce`` group when no such one exists), and ``delta`` = test top-1 at best
+  val minus the baseline's (both means);
 * the published number (the config's first ``published:`` entry with metric ``top1``) and
   ``gap`` = our mean test top-1 at best val minus it;
 * against a named baseline method on the same pair (``--baseline kd``): the difference of mean test
@@ -110,6 +111,9 @@ def build_table(results: list[CellResult], baseline: str | None = None) -> list[
         ours = s[HEADLINE][0]
         s["gap"] = ours - s["published"] if ours is not None and s["published"] is not None else None
         ce = groups.get(("ce", "", g.student, g.dataset, g.setting))
+        if ce is None:  # axes a ce run cannot take (method params): the student's only ce group, if one
+            alone = [c for k, c in groups.items() if k[0] == "ce" and k[2:4] == (g.student, g.dataset)]
+            ce = alone[0] if len(alone) == 1 else None
         s["student_ce"] = mean(ce.values(HEADLINE)) if ce else None
         has = ours is not None and s["student_ce"] is not None and g.method != "ce"
         s["delta"] = ours - s["student_ce"] if has else None
