@@ -121,4 +121,4 @@ def test_shipped_tiny_imagenet_grid_runs(tmp_path):
     assert p.returncode == 0, text
     rows = table_rows(out / "tiny-imagenet-small")
     assert set(rows) == {"ce", "uskd"} and all(r["n"] == "2" for r in rows.values())
-    assert all(float(r["test_top1_at_best_val_mean"]) > 1.0 for r in rows.values())  # above chance (1%)
+    assert all(float(r["test_top1_at_best_val_mean"]) > 2.0 for r in rows.values())  # chance is 1%
