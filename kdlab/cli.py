@@ -1,4 +1,4 @@
-"""The ``kdlab`` command: train, eval, demo, list.
+"""The ``kdlab`` command: train, eval, demo, list, bench, sweep.
 
 Every user error (a :class:`~kdlab.errors.KdlabError`) is printed as one line,
 ``kdlab: error: ...``, with exit status 2; an interrupted run says how to resume.
@@ -70,6 +70,35 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from kdlab.workflow.bench import run_bench
+
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    if args.jobs < 1:
+        raise KdlabError(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        run_bench(args.grid, args.overrides, jobs=args.jobs, devices=devices, table_only=args.table,
+                  baseline=args.baseline, out_dir=args.out, cost=args.cost)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again: finished cells are skipped, killed ones resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from kdlab.workflow.sweep_run import run_sweep
+
+    if args.jobs < 1 or args.trials < 1:
+        raise KdlabError(f"--trials and --jobs must be >= 1, got {args.trials} and {args.jobs}")
+    try:
+        run_sweep(args.config, args.space, args.overrides, trials=args.trials, jobs=args.jobs, out=args.out)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue the study", file=sys.stderr)
+        return 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation for image classification.",
                                 epilog=EPILOG)
@@ -117,6 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--trust", action="store_true", help="I trust this file's source: unpickle it fully, once")
     cv.add_argument("--out", default=None, help="output file (default: <name>.safe.pt beside it)")
     cv.set_defaults(func=_cmd_convert)
+
+    b = sub.add_parser("bench", help="run a grid of configs x seeds and tabulate it against published numbers",
+                       epilog=EPILOG)
+    b.add_argument("grid", help="a grid YAML file or a shipped grid name (kdlab/grids)")
+    b.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every cell (e.g. data.root=...)")
+    b.add_argument("--jobs", type=int, default=1, help="cells run at once (CPU: cores split between them)")
+    b.add_argument("--devices", help="GPU ids, e.g. 0,1: one cell per GPU through CUDA_VISIBLE_DEVICES")
+    b.add_argument("--table", action="store_true", help="only re-render the table from finished cells")
+    b.add_argument("--baseline", help="method for the 95%% CI of the difference (default: the grid's baseline:)")
+    b.add_argument("--out", help="parent folder of the bench folder (default: the grid's out_dir, runs/bench)")
+    b.add_argument("--cost", action="store_true", help="add cost columns (needs kdlab.workflow.cost)")
+    b.set_defaults(func=_cmd_bench)
+
+    sw = sub.add_parser("sweep", help="tune a config's hyper-parameters with Optuna on the val split",
+                        epilog=EPILOG)
+    sw.add_argument("config", help="a YAML file or a shipped recipe name")
+    sw.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every trial")
+    sw.add_argument("--space", required=True, help="search-space YAML (file or shipped name in kdlab/sweeps)")
+    sw.add_argument("--trials", type=int, default=20, help="finished trials wanted in the study (resumes count)")
+    sw.add_argument("--jobs", type=int, default=1, help="trials run at once, each in its own process")
+    sw.add_argument("--out", help="sweep folder (default: runs/sweep/<config name>)")
+    sw.set_defaults(func=_cmd_sweep)
     return p
 
 
