@@ -197,7 +197,7 @@ def _fmt(n: int | None, unit: str = "") -> str:
 def cost_table(cost: dict[str, Any], spd: dict[str, Any] | None = None) -> list[tuple[str, str]]:
     """Rows (label, value) for printing."""
     rows = [("resolution", f"{cost['image_size']}px, {cost['num_classes']} classes"),
-            ("student", f"{cost['student']}: {_fmt(cost['student_params'])} params, "
+            ("student", f"{cost['student']} (as deployed): {_fmt(cost['student_params'])} params, "
                         f"{_fmt(cost['student_macs'])} MACs"),
             ("teacher", f"{cost['teacher']}: {_fmt(cost['teacher_params'])} params, {_fmt(cost['teacher_macs'])} MACs"
              if cost["teacher"] else "none"),
