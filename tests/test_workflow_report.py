@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from test_workflow_report_runs import digits_runs
+from test_workflow_report_runs import digits_runs, one_thread
 
 from kdlab.cli import main
 from kdlab.config import load_config
@@ -43,8 +43,9 @@ def report(runs, tmp_path_factory):
     mp.setattr(report_figures, "correlation_figure", spy)
     out = tmp_path_factory.mktemp("report_out")
     try:
-        result = make_report([runs["teacher"], runs["kd"], runs["simkd"], runs["simkd"] / "checkpoints" / "best.pt"],
-                             out, tsne_max=TSNE, seed=3)
+        with one_thread():
+            result = make_report([runs["teacher"], runs["kd"], runs["simkd"],
+                                  runs["simkd"] / "checkpoints" / "best.pt"], out, tsne_max=TSNE, seed=3)
     finally:
         mp.undo()
     return out, result, drawn

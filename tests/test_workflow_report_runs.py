@@ -6,7 +6,11 @@ student (resnet8; projector + the teacher's reused classifier) for a couple of e
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 from kdlab.config import load_config
 from kdlab.experiment import run_experiment
@@ -17,11 +21,28 @@ DIGITS = ["data.dataset=digits", "data.root=unused", "data.image_size=16", "data
           "optim.lr=0.05"]
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """One torch thread, for module-scoped fixtures (conftest's per-test setting comes after them)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 def digits_runs(root: Path) -> dict[str, Path]:
     """Run folders ``teacher``, ``kd`` and ``simkd`` under ``root`` (trained on the first call only)."""
     runs = {name: root / name for name in ("teacher", "kd", "simkd")}
     if all((p / "summary.json").is_file() for p in runs.values()):
         return runs
+    with one_thread():
+        _train(root, runs)
+    return runs
+
+
+def _train(root: Path, runs: dict[str, Path]) -> None:
     common = [f"out_dir={root}", *DIGITS]
     run_experiment(load_config(None, [*common, "name=teacher", "student.name=resnet14", "method.name=ce",
                                       "schedule.epochs=3", "optim.lr=0.1"]), overwrite=True)
@@ -30,4 +51,3 @@ def digits_runs(root: Path) -> dict[str, Path]:
     run_experiment(load_config(None, [*common, *teacher, "name=kd", "method.name=kd"]), overwrite=True)
     run_experiment(load_config(None, [*common, *teacher, "name=simkd", "method.name=simkd",
                                       "method.params.factor=4"]), overwrite=True)
-    return runs
