@@ -75,3 +75,13 @@ def test_cli_cost_bad_config_is_one_line(capsys):
     assert main(["cost", "cifar100/kd/nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("kdlab: error: config 'cifar100/kd/nope'") and err.count("\n") == 1
+
+
+@pytest.mark.shared
+def test_tiny_imagenet_classes_come_from_its_wnids_without_decoding():
+    from shared_data import extracted
+
+    root = extracted("tiny-imagenet-200-sub100.tar.gz")
+    cfg = load_config(None, ["data.dataset=tiny-imagenet", f"data.root={root}", "student.name=resnet8"])
+    assert data_facts(cfg) == {"num_classes": 100, "image_size": 64, "num_data": 45000}  # 100 x 500, 10% val
+    assert model_cost(cfg)["num_classes"] == 100
