@@ -92,6 +92,6 @@ def test_bench_cost_columns_of_a_shipped_recipe():
     from kdlab.workflow.cost import bench_columns
 
     cols = bench_columns(resolve_config_path("cifar100/kd/resnet32x4_resnet8x4"))
-    # resnet8x4 on CIFAR-100: 1.23M parameters (methods.md section 3), 0.18G MACs (mdistiller's table: 177M); KD adds none
+    # resnet8x4 on CIFAR-100: 1.23M parameters (methods.md section 3), 0.18G MACs (mdistiller); KD adds none
     assert cols["params"] == "1.23M" and cols["MACs"] == "177.07M"
     assert cols["extra params"] == "0"
