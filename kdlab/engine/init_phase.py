@@ -2,7 +2,10 @@
 
 Before the main training, such a method optimises only its :meth:`init_parameters` on its
 :meth:`init_losses` for ``init_epochs`` epochs at a constant learning rate (``init_lr``, else
-``optim.lr``) with the run's SGD settings. The result is saved to ``checkpoints/init.pt``: a run
+``optim.lr``) with the run's SGD settings. Which modules run in train mode is the distiller's
+``train()``, called with ``phase == "init"`` at each init epoch: as RepDistiller's pretrain, AB and
+FSP leave the student in eval mode except its feature modules (``init_modules``), FT leaves the
+whole student in eval mode and trains its paraphraser only. The result is saved to ``checkpoints/init.pt``: a run
 killed after the init phase does not redo it when resumed; one killed during it redoes it from
 the start (it is seeded, so the outcome is the same).
 """
