@@ -149,3 +149,18 @@ def test_feature_modules_are_those_of_the_reference(model, expected):
 def test_a_bad_init_modules_value_is_one_line():
     with pytest.raises(KdlabError, match=r"^ab: init_modules must be 'features' .* got 'frozen'$"):
         wrn_pair("ab", "frozen")
+
+
+def test_an_ab_part_of_compose_gets_the_same_init_modes(tmp_path):
+    torch.manual_seed(0)
+    s = kdlab.create_model("wrn_16_2", num_classes=NUM_CLASSES)
+    t = kdlab.create_model("wrn_16_2", num_classes=NUM_CLASSES)
+    d = kdlab.create_distiller("compose", student=s, teacher=t, image_size=8, terms=[
+        {"method": "ab", "params": {"init_epochs": 1, "init_lr": 0.05}}, {"method": "kd"}])
+    before = {k: v.clone() for k, v in s.state_dict().items()}
+    cfg = make_cfg()
+    cfg.schedule.epochs, cfg.schedule.warmup_epochs = 0, 0
+    run(tmp_path, "compose-ab", cfg, d, test=False)
+    moved = {k for k, v in s.state_dict().items() if not torch.equal(v, before[k])}
+    assert "conv1.weight" in moved and not any(k.startswith(("bn1.", "fc.")) for k in moved)
+    assert all(p.phase == "main" for p in d.parts.values())
