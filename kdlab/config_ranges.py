@@ -4,10 +4,11 @@ Types are checked while the config is built (:func:`kdlab.config.from_dict`); th
 what the types cannot say (a positive batch size, sorted milestones, a minimum LR below the LR),
 so that a bad value fails at load time with the key's name instead of deep inside torch.
 
-Every integer of the typed sections must also fit a signed 64-bit integer (what torch and numpy
-take; ``train.seed=1e30`` used to end in ``Overflow when unpacking long long``), every float must
-be finite, and the two seeds must lie in [0, 2^32): numpy refuses negative seeds, and the data
-loaders fold seeds to 32 bits, so seeds 2^32 apart would otherwise share their data order.
+Every integer of the config (``method.params`` and model ``kwargs`` included) must also fit a
+signed 64-bit integer (what torch and numpy take; ``train.seed=1e30`` used to end in ``Overflow
+when unpacking long long``), every float must be finite, and the two seeds must lie in
+[0, 2^32): numpy refuses negative seeds, and the data loaders fold seeds to 32 bits, so seeds
+2^32 apart would otherwise share their data order.
 """
 
 from __future__ import annotations
@@ -35,18 +36,20 @@ SEED_LIMIT = 2**32
 SEED_KEYS = ("train.seed", "data.split_seed")
 
 
-def _numbers(obj: Any, prefix: str) -> Iterator[tuple[str, Any]]:
-    """``(key, value)`` for every int/float in the typed sections (lists included, free dicts not)."""
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        key = f"{prefix}{f.name}"
-        items = value if isinstance(value, list) else [value]
-        for i, v in enumerate(items):
-            k = f"{key}[{i}]" if isinstance(value, list) else key
-            if dataclasses.is_dataclass(v):
-                yield from _numbers(v, f"{k}.")
-            elif isinstance(v, int | float) and not isinstance(v, bool):
-                yield k, v
+def _numbers(value: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """``(key, number)`` for every int/float in ``value``: dataclass fields, lists and free mappings
+    (``method.params``, ``student.kwargs``) included."""
+    if dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            yield from _numbers(getattr(value, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{key}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{key}[{i}]")
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield key, value
 
 
 def check_machine_numbers(cfg: Any) -> None:

@@ -33,6 +33,8 @@ from kdlab.errors import KdlabError
     ("schedule.milestones=[2,1e19]", "schedule.milestones[1]=10000000000000000000 is out of range"),
     ("optim.lr=.inf", "optim.lr=inf is out of range: it must be a finite number"),
     ("optim.grad_clip=.inf", "optim.grad_clip=inf is out of range: it must be a finite number"),
+    ("method.params.nce_k=99999999999999999999", "method.params.nce_k=99999999999999999999 is out of range"),
+    ("student.kwargs.widths=[8, .nan]", "student.kwargs.widths[1]=nan is out of range: it must be a finite"),
 ])
 def test_numbers_beyond_what_torch_takes_are_one_line(digits_cfg, capsys, override, expected):  # noqa: F811
     assert expected in one_error_line(["train", str(digits_cfg), override], capsys)
