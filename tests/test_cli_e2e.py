@@ -182,7 +182,6 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # three fresh interpreters: minutes on a loaded machine
 def test_a_killed_cli_run_resumes_to_the_same_weights(cifar_root, tmp_path):
     """SIGKILL a real `kdlab train` process right after its first mid-epoch checkpoint; `--resume`
     must end with weights identical to an uninterrupted run (CPU, deterministic mode)."""
