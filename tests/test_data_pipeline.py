@@ -34,6 +34,7 @@ from kdlab.data import FileImageSet
 from kdlab.data.sample_rng import sample_seed, sample_seeds
 from kdlab.data.transforms import draft_scale, eval_box, load_sample, resized_crop_params
 
+pytestmark = pytest.mark.shared  # the JPEGs are made from ../shared's Tiny-ImageNet
 BIG = [(1600, 1200), (1200, 1600), (2000, 1333)]
 
 

@@ -14,7 +14,8 @@ from kdlab.data.gpu_decode import decode_batch
 from kdlab.errors import KdlabError
 
 MEAN, STD = IMAGENET_STATS
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
+pytestmark = [pytest.mark.shared,  # the JPEGs are made from ../shared's Tiny-ImageNet
+              pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")
