@@ -207,7 +207,7 @@ class FileLoader(Loader):
         check_decode(decode, self.device)
         self.files, self.decode, self.prefetch = images, decode, prefetch
         self.sampler = _PlanSampler(self.batch_size, len(self), len(images), self.plan(1))
-        gpu = decode == "gpu"
+        gpu = decode == "gpu" and images.mode == "resized_crop"  # fixed-size sets: small, decoded by workers
         samples = (FileBytes if gpu else FileSamples)(images, train=self.augment, flip=self.flip)
         pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
         self.loader = DataLoader(

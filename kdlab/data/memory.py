@@ -1,8 +1,9 @@
 """Turn a :class:`FileImageSet` into a :class:`TensorImageSet` when it fits in memory.
 
 ``in_memory=None`` (auto) decodes a split when a sample of its file headers agree on one size and
-N x 3 x H x W bytes stay under :data:`AUTO_LIMIT_BYTES`; a split whose images turn out to differ
-stays on files. ``in_memory=True`` always decodes (images of another size are resized to
+N x 3 x H x W bytes stay under :data:`AUTO_LIMIT_BYTES`, except ImageNet-style (``resized_crop``)
+sets, which stay on files so that they keep their RandomResizedCrop pipeline; a split whose
+images turn out to differ stays on files. ``in_memory=True`` always decodes (images of another size are resized to
 ``image_size``, or an error asks for one); ``False`` never does. Decoded tensors are cached
 (:mod:`kdlab.data.cache`), so the second load only reads one file. Unreadable files follow the
 set's ``bad_log`` policy: an error line, or (skip) each is replaced by the next readable image and
@@ -31,8 +32,8 @@ AUTO_LIMIT_BYTES = 4 * 1024**3
 def to_memory(files: FileImageSet, *, name: str, root: Path, in_memory: bool | None,
               image_size: int | None) -> ImageSet:
     """Decode ``files`` into a tensor set when ``in_memory`` says so (see module doc)."""
-    if in_memory is False or len(files) == 0:
-        return files
+    if in_memory is False or len(files) == 0 or (in_memory is None and files.mode == "resized_crop"):
+        return files  # ImageNet-style sets keep their RandomResizedCrop pipeline unless told otherwise
     sizes = sample_sizes(files.paths)
     if image_size is not None:
         size = (image_size, image_size)
