@@ -85,6 +85,15 @@ def test_imagenet_layout_loads_through_build_dataset(tmp_path):
                                   num_workers=0))).image.shape == (2, 3, 112, 112)
 
 
+def test_imagenet_images_of_one_size_keep_the_resized_crop_pipeline(tmp_path):
+    """Places365-like folders (every image 256x256 there) are not decoded into a fixed-size tensor."""
+    root = imagenet_layout(tmp_path / "places", classes=2, train=2, val=1, sizes=[(96, 72)])
+    for name in ("imagenet", "places365"):
+        data = build_dataset(name, root, val_fraction=0)
+        assert isinstance(data.train, FileImageSet) and data.train.mode == "resized_crop"
+        assert data.image_size == (224, 224)
+
+
 def test_device_decode_batch_logic_on_cpu(files):
     """data.decode=gpu's batch function, run with device=cpu: same crops as torchvision on tensors."""
     from torchvision.io import decode_jpeg
