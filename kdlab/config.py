@@ -57,6 +57,7 @@ class DataConfig:
 class ModelConfig:
     name: str = ""
     checkpoint: str | None = None
+    weights: str | None = None  # named pretrained weights (local cache): torchvision:<Enum.ENTRY> | timm:<tag>
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 

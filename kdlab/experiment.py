@@ -40,11 +40,13 @@ from kdlab.data.teacher_cache import (
 from kdlab.data.tuples import build_tuple_loader
 from kdlab.engine.checkpoint import write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy
+from kdlab.engine.run_folder import RunFolder, check_run_name
 from kdlab.engine.trainer import Trainer
 from kdlab.errors import KdlabError, closest
 from kdlab.methods import create_distiller, method_class, method_defaults
 from kdlab.methods.base import DATA_FACTS, Distiller
 from kdlab.models import check_model_name, count_parameters, create_model, load_checkpoint
+from kdlab.models.weights import load_named_weights, weights_file
 
 log = logging.getLogger("kdlab")
 
@@ -61,6 +63,7 @@ class Experiment:
     val_loader: Any
     test_loader: Any
     run_dir: Path
+    folder: RunFolder | None = None
 
 
 def check_config(cfg: Config, *, weights: bool = True) -> None:
@@ -69,6 +72,7 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
     ``weights=False`` (evaluating a finished run) skips the checks of the student's and teacher's
     checkpoint files: the run's own checkpoint holds every weight the evaluated model needs.
     """
+    check_run_name(cfg.name)
     cls = method_class(cfg.method.name)
     valid = method_defaults(cfg.method.name)
     for key in cfg.method.params:
@@ -87,6 +91,8 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
             raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist; train that model first "
                              f"(see `kdlab list configs`, e.g. cifar100/ce/<model>) or point {role}.checkpoint "
                              "at a checkpoint file")
+        if weights and mc.weights and (role == "student" or cls.uses_teacher):
+            weights_file(mc.weights)  # the named file is in the local cache, or one line saying where to put it
     kind = getattr(cls, "loader_kind", "images")
     if kind != "images" and kind not in TRAIN_LOADERS:
         raise KdlabError(f"method {cfg.method.name!r} asks for training loader {kind!r}; known: "
@@ -96,11 +102,11 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
     if cls.uses_teacher:
         if not cfg.teacher.name:
             raise KdlabError(f"method {cfg.method.name!r} needs a teacher: set teacher.name and teacher.checkpoint")
-        if weights and not cfg.teacher.checkpoint:
+        if weights and not cfg.teacher.checkpoint and not cfg.teacher.weights:
             raise KdlabError(
                 f"teacher.checkpoint is not set: method {cfg.method.name!r} would distill from an untrained "
                 "teacher; train one first (`kdlab train <teacher config>`) and point teacher.checkpoint at "
-                "its checkpoints/best.pt"
+                "its checkpoints/best.pt (or name pretrained weights: teacher.weights=torchvision:<Enum.ENTRY>)"
             )
 
 
@@ -121,8 +127,12 @@ def check_teacher_cache(cfg: Config, cls: type[Distiller] | Distiller) -> None:
                          f"{what}; set data.cache_teacher=false")
 
 
-def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None) -> nn.Module:
+def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None,
+                weights: str | None = None) -> nn.Module:
+    """Build a model; load named pretrained ``weights`` (local cache only), then ``checkpoint`` over them."""
     model = create_model(name, num_classes=num_classes, **kwargs)
+    if weights:
+        load_named_weights(model, weights)
     if checkpoint:
         load_checkpoint(model, Path(checkpoint).expanduser())
     return model
@@ -195,7 +205,7 @@ def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, pol
     fp = cache_fingerprint(
         data=[d.dataset, str(Path(d.root).expanduser().resolve()), d.subset_size, d.limit_per_class, d.image_size,
               d.val_fraction, d.split_seed, d.stratify, d.crop_padding, d.flip, list(data.mean), list(data.std)],
-        images=_images_digest(data.train), teacher=[cfg.teacher.name, cfg.teacher.kwargs, ck,
+        images=_images_digest(data.train), teacher=[cfg.teacher.name, cfg.teacher.kwargs, ck, cfg.teacher.weights,
                                                     st.st_size if st else None, st.st_mtime_ns if st else None],
         view=d.cache_view, seed=cfg.train.seed, amp=str(policy.amp_dtype))
     path = run_dir / TEACHER_CACHE_FILE
@@ -217,14 +227,25 @@ def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, pol
     return logits
 
 
-def build_experiment(cfg: Config) -> Experiment:
+def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool = False) -> Experiment:
+    """Data, models, distiller and loaders of ``cfg``.
+
+    With ``resume`` given (True/False) the run folder is claimed first (lock, resume/overwrite rules;
+    :class:`~kdlab.engine.run_folder.RunFolder`), before anything is written into it.
+    """
     check_config(cfg)
+    folder = None
+    if resume is not None:
+        folder = RunFolder(Path(cfg.out_dir) / cfg.name)
+        folder.claim(resume, overwrite)
     data = load_data(cfg)
     torch.manual_seed(cfg.train.seed)  # connector/student init is reproducible per seed
-    student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, cfg.student.checkpoint)
+    student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, cfg.student.checkpoint,
+                          cfg.student.weights)
     teacher = None
     if method_class(cfg.method.name).uses_teacher:
-        teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint)
+        teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint,
+                              cfg.teacher.weights)
     distiller = create_distiller(cfg.method.name, student=student, teacher=teacher,
                                  **method_params(cfg, data))
     if cfg.train.teacher_mode != "auto":
@@ -239,7 +260,7 @@ def build_experiment(cfg: Config) -> Experiment:
         else:
             logits = cached_teacher_logits(cfg, data, teacher, policy, run_dir)
             loaders[0] = CachedTeacherLoader(loaders[0], logits, keep_index=distiller.needs_index)
-    return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir)
+    return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir, folder=folder)
 
 
 def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False,
@@ -248,9 +269,14 @@ def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False
 
     ``callbacks``: hooks called by the trainer (:mod:`kdlab.engine.callbacks`), e.g. a sweep's pruner.
     """
-    exp = build_experiment(cfg)
-    trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
-                      run_dir=exp.run_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)
+    exp = build_experiment(cfg, resume=resume, overwrite=overwrite)
+    try:
+        trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
+                          run_dir=exp.run_dir, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                          task=getattr(exp.data, "task", "classification"), folder=exp.folder)
+    except BaseException:
+        exp.folder.unlock()
+        raise
     summary = trainer.fit()
     summary.setdefault("run_dir", str(exp.run_dir))
     summary.setdefault("params", count_parameters(exp.distiller.inference_model()))
