@@ -45,6 +45,12 @@ class DataConfig:
     per_class: int = 0  # > 0: class-balanced training batches, this many images per class (CompKD's RKD: 5)
     cache_teacher: bool = False  # run the teacher once per training image before training (logit methods)
     cache_view: str = "augmented"  # what the teacher sees when caching: augmented (one seeded crop+flip) | clean
+    on_bad_file: str = "error"  # unreadable image file: error (one line naming it) | skip (warn, replace, count)
+    decode: str = "cpu"  # file sets: cpu (PIL/libjpeg-turbo in workers) | gpu (nvJPEG batch decode on CUDA)
+    reduced_decode: bool = True  # decode JPEGs at 1/2, 1/4, 1/8 size when the crop box allows it
+    pin_memory: bool | None = None  # pinned host batches (None: on CUDA)
+    prefetch: int = 1  # batches copied to the device ahead of use (file sets)
+    persistent_workers: bool = True  # keep DataLoader workers between epochs (file sets)
 
 
 @dataclass
