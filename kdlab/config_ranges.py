@@ -75,10 +75,13 @@ def check_ranges(cfg: Any) -> None:
                 "train.early_stop_patience"):
         _rule(cfg, key, pos, ">= 1 (or null)", optional=True)
     for key in ("data.crop_padding", "data.num_workers", "data.per_class", "optim.weight_decay",
-                "schedule.warmup_epochs", "schedule.min_lr", "train.checkpoint_every_steps", "train.plateau_lr_drops"):
+                "schedule.warmup_epochs", "schedule.min_lr", "train.checkpoint_every_steps", "train.plateau_lr_drops",
+                "data.prefetch"):
         _rule(cfg, key, nonneg, ">= 0")
     _rule(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     _rule(cfg, "data.cache_view", lambda v: v in CACHE_VIEWS, f"one of {', '.join(CACHE_VIEWS)}")
+    _rule(cfg, "data.on_bad_file", lambda v: v in ("error", "skip"), "one of error, skip")
+    _rule(cfg, "data.decode", lambda v: v in ("cpu", "gpu"), "one of cpu, gpu")
     _rule(cfg, "train.teacher_mode", lambda v: v in ("auto", "eval", "train"), "one of auto, eval, train")
     _rule(cfg, "optim.lr", lambda v: v > 0, "> 0")
     _rule(cfg, "optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)")

@@ -174,3 +174,12 @@ def test_a_binary_wnids_file_is_one_line(tmp_path):
     (root / "wnids.txt").write_bytes(b"n01443537\n\xff\xfe\n")
     with pytest.raises(KdlabError, match=r"wnids.txt is not a UTF-8 text file \(bad byte at offset 10\)"):
         build_dataset("tiny-imagenet", root)
+
+
+@pytest.mark.parametrize("override, key", [("data.on_bad_file=ignore", "data.on_bad_file"),
+                                           ("data.decode=fpga", "data.decode"), ("data.prefetch=-1", "data.prefetch")])
+def test_pipeline_keys_are_checked_when_the_config_loads(override, key):
+    from kdlab.config import load_config
+
+    with pytest.raises(KdlabError, match=f"^{key}=.* is out of range"):
+        load_config(None, [override])
