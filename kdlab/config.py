@@ -170,14 +170,23 @@ class Config:
 # loading
 
 
-def resolve_config_path(spec: str | Path) -> Path:
-    """A path to a YAML file, or the name of a shipped recipe (``cifar100/kd/resnet32x4_resnet8x4``)."""
+def shipped_yaml(spec: str | Path, folder: Path) -> Path | None:
+    """``spec`` when it is a file, else ``folder/spec`` or ``folder/spec.yaml`` (a shipped name), else None."""
     p = Path(spec)
     if p.is_file():
         return p
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{spec}.yaml"):
+    for cand in (folder / p, folder / f"{spec}.yaml"):
         if cand.is_file():
             return cand
+    return None
+
+
+def resolve_config_path(spec: str | Path) -> Path:
+    """A path to a YAML file, or the name of a shipped recipe (``cifar100/kd/resnet32x4_resnet8x4``)."""
+    found = shipped_yaml(spec, CONFIG_DIR)
+    if found is not None:
+        return found
+    p = Path(spec)
     if p.is_dir():
         raise KdlabError(f"config {str(spec)!r} is a directory; give a YAML file or a shipped recipe name "
                          "(`kdlab list configs`)")
