@@ -139,12 +139,14 @@ def test_simkd_table_recipes_match_section_2_4(recipes, tables):
                  f"cifar100/simkd/resnet32x4_{student}_f8": "SimKD (f=8)",
                  **{f"cifar100/{d}/resnet32x4_{student}": row for d, row in SIMKD_ROWS.items()},
                  **{f"cifar100/compose/simkd_protocol_{m}_resnet32x4_{student}": row
-                    for m, row in (("crd", "CRD"), ("fitnet", "FitNet"), ("sp", "SP"))}}
+                    for m, row in (("crd", "CRD"), ("fitnet", "FitNet"), ("sp", "SP"), ("at", "AT"), ("vid", "VID"))}}
+        if student != "resnet8x4":  # kd/resnet32x4_resnet8x4 is RepDistiller's CE 0.1 + KD 0.9 (§2.2)
+            pairs[f"cifar100/kd/resnet32x4_{student}"] = "KD"
         for name, row in pairs.items():
             if name in recipes:
                 assert _published(recipes[name]) == [_number(table[row][col])], name
                 checked += 1
-    assert checked >= 15
+    assert checked >= 32
 
 
 def test_imagenet_recipes_match_section_2_6(recipes, tables):

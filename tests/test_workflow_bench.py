@@ -199,3 +199,19 @@ def test_student_baseline_found_across_axes_a_ce_run_cannot_take(tmp_path):
     kd = [g for g in groups if g.method == "kd"]
     assert [g.setting for g in kd] == ["method.params.temperature=2", "method.params.temperature=4"]
     assert [g.stats["delta"] for g in kd] == [pytest.approx(64.0 - 60.5), pytest.approx(66.0 - 60.5)]
+
+
+def test_compose_cells_of_one_pair_are_grouped_by_their_parts(tmp_path):
+    cells = []
+    for part, accs in (("sp", (74.1, 74.5)), ("crd", (75.2, 75.8))):
+        for s, acc in enumerate(accs):
+            c = fake_run(tmp_path, f"{part}-s{s}", "compose", "resnet8x4", s, acc, acc, acc, teacher="resnet32x4",
+                         published={"sp": 74.29, "crd": 75.59}[part])
+            cfg = yaml.safe_load((tmp_path / c.name / "config.yaml").read_text())
+            cfg["method"]["params"] = {"terms": [{"method": "kd"}, {"method": part}]}
+            write(tmp_path / c.name / "config.yaml", cfg)
+            cells.append(c)
+    groups = {g.method: g for g in build_table(collect(cells, tmp_path)[0])}
+    assert set(groups) == {"compose(kd+sp)", "compose(kd+crd)"}
+    assert groups["compose(kd+sp)"].stats["test_top1_at_best_val"][0] == pytest.approx(74.3)
+    assert groups["compose(kd+crd)"].stats["gap"] == pytest.approx(75.5 - 75.59)

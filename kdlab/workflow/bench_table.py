@@ -3,6 +3,7 @@
 Read from the cells' run folders only: ``config.yaml`` (method, models, dataset, ``published:``)
 and ``summary.json`` (``val_top1``, ``test_top1_at_best_val``, ``test_top1_last``). Per group:
 
+* the method: its name, a ``compose`` one with its parts (``compose(kd+sp)``);
 * mean and sample std (ddof=1) over seeds of the three accuracies;
 * the student baseline: the group of method ``ce`` with the same dataset, student and axis values
   (or the student's only ``ce`` group when no such one exists), and ``delta`` = test top-1 at best
@@ -64,6 +65,15 @@ class Group:
         return [c.values[metric] for c in self.cells if c.values.get(metric) is not None]
 
 
+def _method_label(method: dict) -> str:
+    """The method's name; a ``compose`` cell is named by its parts (``compose(kd+fitnet)``), so
+    different compositions on one pair are different groups."""
+    name = method.get("name", "?")
+    terms = (method.get("params") or {}).get("terms") or []
+    parts = [t.get("method", "?") for t in terms if isinstance(t, dict)]
+    return f"{name}({'+'.join(parts)})" if name == "compose" and parts else name
+
+
 def read_cell(run_dir: Path, cell: Cell) -> CellResult | None:
     """A finished cell's numbers, or ``None`` when it has no ``summary.json`` yet."""
     summary_path = run_dir / "summary.json"
@@ -71,7 +81,7 @@ def read_cell(run_dir: Path, cell: Cell) -> CellResult | None:
         return None
     summary = json.loads(summary_path.read_text())
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    method = cfg.get("method", {}).get("name", "?")
+    method = _method_label(cfg.get("method") or {})
     teacher = (cfg.get("teacher") or {}).get("name") or ""
     if method == "ce":
         teacher = ""
