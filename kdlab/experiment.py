@@ -186,11 +186,15 @@ def method_params(cfg: Config, data: DataBundle) -> dict[str, Any]:
     A method that sizes adapters or memories declares ``image_size``, ``num_data`` (training-set
     size), ``num_classes`` or ``batch_size`` (``data.batch_size``; SemCKD's MLP width) as keyword
     arguments; unless the config sets them, they are filled from the data, so no method needs to
-    know where its data comes from. ``compose`` declares them all and hands them to its parts.
+    know where its data comes from. ``compose`` declares them all and hands them to its parts. Under
+    DDP / ``train.accumulate``, ``batch_size`` is the samples of one forward pass (global / (world x accumulate)).
     """
     params = dict(cfg.method.params)
+    # batch_size: what one forward pass sees (SemCKD's batch-wide MLP), the global batch split over
+    # processes and micro-batches (docs/distributed.md: batch-relational losses see that part)
+    local = cfg.data.batch_size // (distributed.world_size() * cfg.train.accumulate)
     facts = {"image_size": data.image_size[0], "num_data": len(data.train), "num_classes": data.num_classes,
-             "batch_size": cfg.data.batch_size}
+             "batch_size": max(local, 1)}
     accepted = method_defaults(cfg.method.name)
     for key in DATA_FACTS:
         if key in accepted and key not in params:

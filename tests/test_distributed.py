@@ -47,9 +47,8 @@ def env() -> dict[str, str]:
     return e
 
 
-def torchrun(args: list[str], *, nproc: int = 2, restarts: int = 0, timeout: float = 240) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           f"--max-restarts={restarts}", *args]
+def torchrun(args: list[str], *, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args]
     return subprocess.run(cmd, env=env(), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -158,8 +157,10 @@ def test_a_batch_that_does_not_divide_among_the_processes_is_one_line(tmp_path):
 
 
 def test_a_rank_killed_under_torchrun_restarts_resumes_to_the_same_weights(tmp_path):
-    long = {"schedule": {"epochs": 6, "milestones": [4]}, "train": {"checkpoint_every_steps": 1}}
-    ref = single_run(write_cfg(tmp_path / "one.yaml", tmp_path / "runs", "whole", **long))
+    long = {"schedule": {"epochs": 4, "milestones": [3]}, "train": {"checkpoint_every_steps": 1}}
+    one = write_cfg(tmp_path / "one.yaml", tmp_path / "runs", "whole", **long)
+    whole = torchrun(["-m", "kdlab", "train", str(one)])  # the uninterrupted 2-process run
+    assert whole.returncode == 0, whole.stderr[-3000:]
     cfg = write_cfg(tmp_path / "two.yaml", tmp_path / "runs", "killed", **long)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=1",
            "-m", "kdlab", "train", str(cfg), "--overwrite"]
@@ -173,5 +174,6 @@ def test_a_rank_killed_under_torchrun_restarts_resumes_to_the_same_weights(tmp_p
     os.kill(int(children[-1]), signal.SIGKILL)  # one worker dies without a word
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    assert "resume: continuing from" in (tmp_path / "runs" / "killed" / "metrics.jsonl").read_text()
-    assert max_diff(last_state(tmp_path / "runs" / "killed"), ref) < 1e-6
+    log = (tmp_path / "runs" / "killed" / "metrics.jsonl").read_text()
+    assert "resume: continuing from" in log  # the restarted workers continued from last.pt
+    assert max_diff(last_state(tmp_path / "runs" / "killed"), last_state(tmp_path / "runs" / "whole")) < 1e-6
