@@ -198,3 +198,21 @@ def test_a_torchrun_restart_resumes_the_run_by_itself(monkeypatch, tmp_path):
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
     (tmp_path / "r" / "checkpoints" / "last.pt").write_bytes(b"x")
     assert cli.elastic_start(cfg, False, True) == (True, False)  # continue from last.pt
+
+
+@pytest.mark.shared  # JPEGs made from ../shared's Tiny-ImageNet
+@pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
+def test_sharded_file_loader_serves_the_parts_of_the_single_process_batches(tmp_path):
+    from pipeline_jpegs import realistic_jpegs
+
+    from kdlab.data import IMAGENET_STATS, FileImageSet
+
+    files = FileImageSet(tuple(realistic_jpegs(tmp_path, 7)), torch.arange(7) % 3)
+    kw = dict(batch_size=4, train=True, mean=IMAGENET_STATS[0], std=IMAGENET_STATS[1], num_workers=0,
+              with_index=True, seed=5)
+    whole = list(build_loader(files, **kw))
+    ranks = [list(build_loader(files, shard=(r, 2), **kw)) for r in range(2)]
+    assert [len(b) for b in whole] == [4, 3] and [[len(b) for b in r] for r in ranks] == [[2, 2], [2, 1]]
+    for b, parts in zip(whole, zip(*ranks)):
+        assert torch.equal(torch.cat([p.index for p in parts]), b.index)
+        assert torch.equal(torch.cat([p.image for p in parts]), b.image)  # same RandomResizedCrop per sample

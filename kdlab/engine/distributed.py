@@ -67,8 +67,30 @@ def init(device: torch.device) -> Launch:
         raise KdlabError("this torch build has no torch.distributed; run with one process")
     if device.type == "cuda":
         torch.cuda.set_device(rank_device(device, launch))
-    dist.init_process_group(backend=backend_for(device), timeout=datetime.timedelta(minutes=30))
+    timeout = datetime.timedelta(minutes=30)
+    store = attempt_store(launch, timeout)
+    if store is None:
+        dist.init_process_group(backend=backend_for(device), timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend_for(device), store=store, rank=launch.rank,
+                                world_size=launch.world, timeout=timeout)
     return launch
+
+
+def attempt_store(launch: Launch, timeout: datetime.timedelta) -> dist.Store | None:
+    """torchrun's store seen under a prefix of this restart attempt (None: let torch read the env).
+
+    torchrun keeps one store across elastic restarts; without a per-attempt prefix a restarted
+    rank can read the address a dead rank of the previous attempt published and fail to connect
+    ("Gloo connectFullMesh failed ... Connection refused"; pytorch/pytorch#167288).
+    """
+    addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not addr or not port or not port.isdigit():
+        return None
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # the agent hosts the store
+    base = dist.TCPStore(addr, int(port), launch.world, is_master=not agent and launch.rank == 0,
+                         timeout=timeout, multi_tenant=True)
+    return dist.PrefixStore(f"kdlab/attempt_{launch.restart}", base)
 
 
 def active() -> bool:
