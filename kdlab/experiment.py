@@ -261,8 +261,8 @@ def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool
     :class:`~kdlab.engine.run_folder.RunFolder`), before anything is written into it.
     """
     check_config(cfg)
+    distributed.per_rank_batch(cfg.data.batch_size, distributed.launch_env().world, cfg.train.accumulate)
     distributed.init(resolve_device(cfg.train.device))
-    distributed.per_rank_batch(cfg.data.batch_size, distributed.world_size(), cfg.train.accumulate)
     folder = None
     if resume is not None:
         folder = RunFolder(Path(cfg.out_dir) / cfg.name)
