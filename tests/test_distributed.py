@@ -133,6 +133,23 @@ def test_crd_banks_are_identical_on_both_ranks_and_equal_one_process(tmp_path):
     assert int(torch.isclose(norms, torch.ones_like(norms), atol=1e-5).sum()) == 128
 
 
+def test_the_cached_teacher_path_trains_like_one_process(tmp_path):
+    teacher = tmp_path / "teacher.pt"
+    from kdlab.models import create_model
+
+    torch.manual_seed(2)
+    torch.save(create_model("resnet8", num_classes=10).state_dict(), teacher)
+    kd = {"method": {"name": "kd"}, "teacher": {"name": "resnet8", "checkpoint": str(teacher)},
+          "data": {"cache_teacher": True}, "schedule": {"epochs": 1, "milestones": [1]}}
+    ref = single_run(write_cfg(tmp_path / "one.yaml", tmp_path / "runs", "kd1", **kd))
+    cfg = write_cfg(tmp_path / "two.yaml", tmp_path / "runs", "kd2", **kd)
+    r = torchrun(["-m", "kdlab", "train", str(cfg)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = tmp_path / "runs" / "kd2"
+    assert (run / "teacher_logits.pt").is_file()  # written once, by rank 0
+    assert max_diff(last_state(run), ref) < 1e-6
+
+
 def test_a_two_process_run_resumed_with_one_process_continues_exactly(ce_single, tmp_path):
     ref, _ = ce_single
     cfg = write_cfg(tmp_path / "ce.yaml", tmp_path / "runs", "moved")

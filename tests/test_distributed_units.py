@@ -167,6 +167,17 @@ def test_sync_bn_conversion_keeps_weights_hooks_and_the_teacher():
     torch.testing.assert_close(sync.running_var, ref.running_var)
 
 
+def test_on_cuda_the_conversion_uses_torchs_sync_batchnorm():
+    distiller = create_distiller("ce", student=create_model("resnet8", num_classes=10))
+    x = torch.randn(2, 3, 32, 32)
+    distiller.eval()
+    before = distiller.student(x)
+    convert_sync_bn(distiller, torch.device("cuda"))  # conversion only: no CUDA needed until a synced forward
+    assert any(type(m) is nn.SyncBatchNorm for m in distiller.student.modules())
+    assert not any(type(m) is nn.BatchNorm2d for m in distiller.student.modules())
+    torch.testing.assert_close(distiller.student(x), before)  # eval mode: running statistics, no sync
+
+
 def test_a_resumed_meter_counts_its_totals_on_rank_zero_only(monkeypatch):
     m = EpochMeter(torch.device("cpu"))
     m.update(torch.tensor(2.0), {"ce": torch.tensor(2.0)}, torch.eye(3), torch.tensor([0, 1, 0]), 0.1, 3)
