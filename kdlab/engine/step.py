@@ -40,6 +40,14 @@ def split_batch(batch: Any, parts: int) -> list[Any]:
             for lo, hi in bounds]
 
 
+def finite_everywhere(loss: Tensor, world: int) -> bool:
+    """Whether the loss is finite on every rank: all ranks then stop together, before any update."""
+    bad = (~torch.isfinite(loss.detach())).float().view(1)
+    if world > 1:
+        bad = distributed.all_reduce_sum(bad)
+    return not bool(bad.item())
+
+
 def train_step(t: Trainer, batch: Any, epoch: int) -> None:
     """Forward, backward (per micro-batch), clip, step the optimizer and the per-step schedule."""
     batch = t.policy.prepare_batch(batch)
@@ -64,7 +72,7 @@ def train_step(t: Trainer, batch: Any, epoch: int) -> None:
             loss = sum(terms.values())
             if loss.dim() != 0:
                 raise KdlabError(f"loss terms must be scalars; got shape {tuple(loss.shape)}")
-            if not bool(torch.isfinite(loss)):
+            if not finite_everywhere(loss, world):
                 raise t._diverged(epoch, terms, "loss")
             scaled = loss if (world == 1 and len(micro) == 1) else loss * (len(mb) * world / total)
             scaled.backward()
