@@ -227,3 +227,38 @@ def test_sharded_file_loader_serves_the_parts_of_the_single_process_batches(tmp_
     for b, parts in zip(whole, zip(*ranks)):
         assert torch.equal(torch.cat([p.index for p in parts]), b.index)
         assert torch.equal(torch.cat([p.image for p in parts]), b.image)  # same RandomResizedCrop per sample
+
+
+def test_init_on_cuda_picks_nccl_and_the_local_rank_device(monkeypatch):
+    seen = {}
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)  # no store of ours: torch reads the env itself
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.torch.cuda, "set_device", lambda d: seen.setdefault("device", d))
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: seen.setdefault("pg", kw))
+    launch = distributed.init(torch.device("cuda"))
+    assert launch.rank == 1 and launch.world == 2
+    assert seen["device"] == torch.device("cuda", 1) and seen["pg"]["backend"] == "nccl"
+    seen.clear()
+    distributed.init(torch.device("cpu"))
+    assert "device" not in seen and seen["pg"]["backend"] == "gloo"
+
+
+def test_each_restart_attempt_sees_its_own_keys_of_torchruns_store(monkeypatch):
+    import datetime
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)  # rank 0 hosts the store
+    timeout = datetime.timedelta(seconds=20)
+    store = distributed.attempt_store(distributed.Launch(rank=0, world=1, restart=2), timeout)
+    store.set("rank0_addr", "new")
+    base = distributed.dist.TCPStore("127.0.0.1", port, 1, is_master=False, timeout=timeout)
+    assert base.get("kdlab/attempt_2/rank0_addr") == b"new"  # under this attempt's prefix
+    assert not base.check(["rank0_addr"])  # not where an earlier attempt's ranks published theirs
