@@ -117,6 +117,24 @@ def test_device_decode_batch_logic_on_cpu(files):
                      log=BadFileLog("error"))
 
 
+def test_device_decode_loader_path_on_cpu_equals_the_worker_path(files, monkeypatch):
+    """The whole data.decode=gpu path (workers read bytes, the batch is decoded in the main process),
+    run on the CPU: the same crops and flips as the worker-decode path, pixel for pixel."""
+    import kdlab.data.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "check_decode", lambda decode, device: None)
+    full = FileImageSet(files.paths, files.targets, reduced_decode=False)
+    a = _key(_loader(full, workers=2, decode="gpu"))
+    b = _key(_loader(full, workers=0, decode="cpu"))
+    assert _same(a, b)
+    ev = build_loader(full, batch_size=4, train=False, mean=MEAN, std=STD, num_workers=0, decode="gpu")
+    x = torch.cat([batch.image for batch in ev])
+    y = torch.cat([batch.image for batch in build_loader(full, batch_size=4, train=False, mean=MEAN, std=STD,
+                                                         num_workers=0)])
+    assert x.shape == y.shape == (10, 3, 224, 224)
+    assert (x - y).abs().mean() < 0.05  # eval box rounded to whole pixels on the device path
+
+
 @pytest.mark.parametrize(("kw", "message"), [
     ({"decode": "gpu"}, "data.decode=gpu needs a CUDA device"),
     ({"decode": "dali"}, "data.decode=dali is not supported"),
