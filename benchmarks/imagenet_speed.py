@@ -12,10 +12,12 @@ Teacher and student have random weights (speed does not depend on them). The ima
 full-size JPEGs made from Tiny-ImageNet (``tests/pipeline_jpegs.py``) in an ImageNet layout. Each
 path runs in its own process, so its peak memory is its own: the peak resident set of the main
 process on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU. Defaults: a small batch on the
-CPU; batch 256 on one GPU when CUDA is present. The multi-GPU run (torchrun, all GPUs) needs
-kdlab's DDP engine; it is skipped, saying so, when that is not available.
+CPU; batch 256 on one GPU when CUDA is present. With several GPUs, (b) also runs under torchrun
+on all of them (``--batch-size`` per GPU, so the global batch is N times larger) and the scaling
+efficiency ``rate(N) / (N * rate(1))`` is printed; ``--nproc N`` forces N processes (on the CPU:
+gloo, only to prove the path works).
 
-    python benchmarks/imagenet_speed.py [--batch-size 8] [--steps 4] [--warmup 1] [--workers 2]
+    python benchmarks/imagenet_speed.py [--batch-size 8] [--steps 4] [--warmup 1] [--workers 2] [--nproc N]
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def run_reference(args, device: torch.device) -> dict:
 def run_kdlab(args, device: torch.device) -> dict:
     import kdlab
     from kdlab.config import Config, from_dict
+    from kdlab.engine import distributed
     from kdlab.engine.trainer import Trainer
     from kdlab.experiment import build_experiment
 
@@ -108,7 +111,8 @@ def run_kdlab(args, device: torch.device) -> dict:
     cfg = from_dict(Config, {
         "name": "speed", "out_dir": str(work / "runs"),
         "data": {"dataset": "imagenet", "root": str(args.root), "val_fraction": 0, "in_memory": False,
-                 "batch_size": args.batch_size, "num_workers": args.workers},
+                 "batch_size": args.batch_size * distributed.launch_env().world,  # per process: --batch-size
+                 "num_workers": args.workers},
         "student": {"name": "torchvision:resnet18"},
         "teacher": {"name": "torchvision:resnet34", "checkpoint": str(teacher_file)},
         "method": {"name": "kd"}, "optim": {"lr": 0.1, "weight_decay": 1e-4},
@@ -123,19 +127,24 @@ def run_kdlab(args, device: torch.device) -> dict:
         trainer._train_step(batch, 1)  # the exact step fit() runs (autocast, memory format, optimizer)
         return batch.target.shape[0]
 
-    rate = timed(step, forever(exp.train_loader), args.steps, args.warmup, device)
-    return {"images_per_s": rate, "peak_mb": peak_memory_mb(device), "how": trainer.policy.describe()}
+    world = distributed.world_size()
+    rate = timed(step, forever(exp.train_loader), args.steps, args.warmup, trainer.policy.device) * world
+    how = trainer.policy.describe() + (f" x {world} processes (DDP)" if world > 1 else "")
+    return {"images_per_s": rate, "peak_mb": peak_memory_mb(trainer.policy.device), "how": how}
 
 
 def child(args) -> None:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     out = (run_reference if args.path == "a" else run_kdlab)(args, device)
-    print("RESULT " + json.dumps(out))
+    if int(os.environ.get("RANK", 0)) == 0:
+        print("RESULT " + json.dumps(out))
 
 
-def spawn(args, path: str) -> dict:
-    cmd = [sys.executable, __file__, "--path", path, "--root", str(args.root), "--batch-size", str(args.batch_size),
+def spawn(args, path: str, nproc: int = 1) -> dict:
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+              if nproc > 1 else [sys.executable])
+    cmd = [*launch, __file__, "--path", path, "--root", str(args.root), "--batch-size", str(args.batch_size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--workers", str(args.workers),
            "--device", args.device, "--threads", str(args.threads)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -144,18 +153,6 @@ def spawn(args, path: str) -> dict:
     if res.returncode != 0 or line is None:
         raise SystemExit(f"path ({path}) failed:\n{res.stderr[-3000:]}")
     return json.loads(line[len("RESULT "):])
-
-
-def multi_gpu_note() -> str:
-    n = torch.cuda.device_count()
-    if n <= 1:
-        return f"multi-GPU: skipped ({n} CUDA device(s))"
-    try:
-        import kdlab.engine.distributed  # noqa: F401  (the DDP engine, from another branch)
-    except ImportError:
-        return (f"multi-GPU: skipped: {n} GPUs, but kdlab.engine.distributed (DDP) is not on this branch; "
-                f"run `torchrun --nproc_per_node={n} -m kdlab train ...` once it is")
-    return f"multi-GPU: {n} GPUs found; time `torchrun --nproc_per_node={n} -m kdlab train` with the DDP engine"
 
 
 def main() -> None:
@@ -169,6 +166,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if cuda else "cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per path (0: torch's default)")
     ap.add_argument("--root", type=Path, default=None, help="an ImageNet-layout folder (default: generated)")
+    ap.add_argument("--nproc", type=int, default=None,
+                    help="(b) also with N processes (default: all GPUs when there are several)")
     ap.add_argument("--path", choices=["a", "b"], default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.path:
@@ -177,18 +176,25 @@ def main() -> None:
         if args.root is None:
             from pipeline_jpegs import imagenet_layout
 
-            need = args.batch_size * (args.steps + args.warmup + 1)
+            nproc = args.nproc or (torch.cuda.device_count() if args.device.startswith("cuda") else 1)
+            need = args.batch_size * max(nproc, 1) * (args.steps + args.warmup + 1)
             args.root = imagenet_layout(Path(tmp) / "imagenet", classes=args.classes,
                                         train=-(-need // args.classes), val=1)
         print(f"device {args.device}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} warm-up, "
               f"{args.workers} workers, torch {torch.__version__}")
         a, b = spawn(args, "a"), spawn(args, "b")
+        nproc = args.nproc or (torch.cuda.device_count() if args.device.startswith("cuda") else 1)
+        multi = spawn(args, "b", nproc) if nproc > 1 else None
     print(f"(a) reference ({a['how']}): {a['images_per_s']:8.1f} img/s, peak {a['peak_mb']:.0f} MiB")
     print(f"(b) kdlab default ({b['how']}): {b['images_per_s']:8.1f} img/s, peak {b['peak_mb']:.0f} MiB")
     print(f"ratio (b)/(a): {b['images_per_s'] / a['images_per_s']:.2f}x images/s, "
           f"{b['peak_mb'] / a['peak_mb']:.2f}x peak memory")
-    if args.device.startswith("cuda"):
-        print(multi_gpu_note())
+    if multi is not None:
+        eff = multi["images_per_s"] / (nproc * b["images_per_s"])
+        print(f"(b) x {nproc} processes ({multi['how']}): {multi['images_per_s']:8.1f} img/s, peak "
+              f"{multi['peak_mb']:.0f} MiB per process; scaling efficiency {100 * eff:.0f}% of {nproc}x (b)")
+    elif args.device.startswith("cuda"):
+        print(f"multi-GPU: skipped ({torch.cuda.device_count()} CUDA device(s))")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 Every user error (a :class:`~kdlab.errors.KdlabError`) is printed as one line,
 ``kdlab: error: ...``, with exit status 2; an interrupted run says how to resume.
+
+``kdlab train --nproc N`` re-launches itself under ``torch.distributed.run`` (torchrun) with N
+processes on this machine; a worker restarted by torchrun (``TORCHELASTIC_RESTART_COUNT`` > 0)
+resumes its run from ``last.pt`` by itself (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import argparse
 import json
 import logging
 import shlex
+import subprocess
 import sys
+from pathlib import Path
 
 from kdlab.errors import KdlabError
 
@@ -23,15 +29,56 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     extra = {"name": args.name} if args.name else None
     cfg = load_config(args.config, args.overrides, extra=extra)
+    resume, overwrite = elastic_start(cfg, args.resume, args.overwrite)
     try:
-        summary = run_experiment(cfg, resume=args.resume, overwrite=args.overwrite)
+        summary = run_experiment(cfg, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt:
         again = ["kdlab", "train", args.config, *args.overrides, *(["--name", args.name] if args.name else []),
                  "--resume"]
         print(f"\ninterrupted; continue with: {shlex.join(again)}", file=sys.stderr)
         return 130
-    print(json.dumps(summary, indent=2))
+    from kdlab.engine.distributed import is_main
+
+    if is_main():
+        print(json.dumps(summary, indent=2))
     return 0
+
+
+def elastic_start(cfg, resume: bool, overwrite: bool) -> tuple[bool, bool]:
+    """(resume, overwrite) of this start: after a torchrun restart, continue the run the failed attempt left.
+
+    It resumes from ``last.pt`` (or ``init.pt``) when the attempt wrote one, else starts over in place.
+    """
+    from kdlab.engine.distributed import launch_env
+
+    if launch_env().restart <= 0 or resume:
+        return resume, overwrite
+    ckpt = Path(cfg.out_dir) / cfg.name / "checkpoints"
+    if (ckpt / "last.pt").is_file() or (ckpt / "init.pt").is_file():
+        logging.getLogger("kdlab").info("torchrun restart %d: resuming from %s", launch_env().restart, ckpt)
+        return True, False
+    return False, True
+
+
+def launch_nproc(argv: list[str], nproc: int, max_restarts: int) -> int:
+    """Run ``kdlab <argv>`` (without ``--nproc``) under torchrun with ``nproc`` local processes."""
+    if nproc < 1:
+        raise KdlabError(f"--nproc must be >= 1, got {nproc}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           f"--max-restarts={max_restarts}", "-m", "kdlab", *argv]
+    return subprocess.call(cmd)
+
+
+def _strip_launch_options(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--nproc", "--max-restarts"):
+            skip = True
+        elif not a.startswith(("--nproc=", "--max-restarts=")):
+            out.append(a)
+    return out
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -150,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     t.add_argument("--name", help="run name (folder under out_dir)")
+    t.add_argument("--nproc", type=int, default=None, help="train with N processes on this machine (launches "
+                   "torchrun; the global batch stays data.batch_size)")
+    t.add_argument("--max-restarts", type=int, default=0, help="with --nproc: torchrun restarts after a failed "
+                   "process (each resumes from last.pt)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run folder or a checkpoint file", epilog=EPILOG)
@@ -248,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     try:
+        if getattr(args, "nproc", None) is not None:
+            argv = list(sys.argv[1:] if argv is None else argv)
+            return launch_nproc(_strip_launch_options(argv), args.nproc, args.max_restarts)
         return args.func(args)
     except KdlabError as e:
         if args.verbose:

@@ -105,6 +105,9 @@ class TrainConfig:
     early_stop_patience: int | None = None  # evaluations without a val improvement that make a plateau
     plateau_lr_drops: int = 0  # on a plateau: reload the best weights and scale the LR, at most this often
     plateau_gamma: float = 0.1  # the LR factor of each plateau drop
+    accumulate: int = 1  # micro-batches per process and step (the update equals the full batch's)
+    sync_bn: bool = False  # multi-process runs: BatchNorm statistics over the global batch (student, connectors)
+    ddp_find_unused: bool = False  # DDP: allow trainable parameters that a step does not use (slower)
 
 
 WANDB_MODES = ("online", "offline", "disabled")

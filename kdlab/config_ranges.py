@@ -69,7 +69,8 @@ def check_ranges(cfg: Any) -> None:
     """Raise a one-line :class:`KdlabError` for the first value out of its range."""
     check_machine_numbers(cfg)
     pos, nonneg = (lambda v: v >= 1), (lambda v: v >= 0)
-    for key in ("data.batch_size", "data.eval_batch_size", "schedule.epochs", "train.eval_every"):
+    for key in ("data.batch_size", "data.eval_batch_size", "schedule.epochs", "train.eval_every",
+                "train.accumulate"):
         _rule(cfg, key, pos, ">= 1")
     for key in ("data.subset_size", "data.limit_per_class", "data.image_size", "train.max_steps",
                 "train.early_stop_patience"):

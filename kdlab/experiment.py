@@ -14,6 +14,10 @@ Two generic hooks, read from the method class, never from its name:
   batch. The logits are also written to ``<run_dir>/teacher_logits.pt`` with a fingerprint of the
   data, the teacher checkpoint, the view and the seed; a rerun or a resume with the same
   fingerprint loads them instead of running the teacher again.
+
+Under torchrun (:mod:`kdlab.engine.distributed`) the process group is joined first, every loader
+serves this rank's part of each global batch (``shard=(rank, world)``), rank 0 alone claims the
+run folder and computes the teacher cache (the other ranks wait and read it).
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from kdlab.data.teacher_cache import (
     save_cached_logits,
 )
 from kdlab.data.tuples import build_tuple_loader
+from kdlab.engine import distributed, rank_io
 from kdlab.engine.checkpoint import write_text_atomic
-from kdlab.engine.device import DevicePolicy, build_policy
+from kdlab.engine.device import DevicePolicy, build_policy, resolve_device
 from kdlab.engine.run_folder import RunFolder, check_run_name
 from kdlab.engine.trainer import Trainer
 from kdlab.errors import KdlabError, closest
@@ -154,6 +159,9 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
     d = cfg.data
     asks = train and distiller is not None
     if asks and distiller.loader_kind != "images":
+        if distributed.active():
+            raise KdlabError(f"method {cfg.method.name!r} trains on {distiller.loader_kind!r} batches, which are "
+                             "not sharded across processes; train it without torchrun / --nproc")
         return TRAIN_LOADERS[distiller.loader_kind](
             images, batch_size=d.batch_size, seed=cfg.train.seed, device=policy.device, mean=data.mean,
             std=data.std, crop_padding=d.crop_padding, flip=d.flip, channels_last=policy.channels_last,
@@ -168,6 +176,7 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
         seed=cfg.train.seed, channels_last=policy.channels_last, num_workers=d.num_workers,
         per_class=d.per_class if train else 0, decode=d.decode, pin_memory=d.pin_memory,
         prefetch=d.prefetch, persistent_workers=d.persistent_workers,
+        shard=(distributed.rank(), distributed.world_size()),
     )
 
 
@@ -177,11 +186,15 @@ def method_params(cfg: Config, data: DataBundle) -> dict[str, Any]:
     A method that sizes adapters or memories declares ``image_size``, ``num_data`` (training-set
     size), ``num_classes`` or ``batch_size`` (``data.batch_size``; SemCKD's MLP width) as keyword
     arguments; unless the config sets them, they are filled from the data, so no method needs to
-    know where its data comes from. ``compose`` declares them all and hands them to its parts.
+    know where its data comes from. ``compose`` declares them all and hands them to its parts. Under
+    DDP / ``train.accumulate``, ``batch_size`` is the samples of one forward pass (global / (world x accumulate)).
     """
     params = dict(cfg.method.params)
+    # batch_size: what one forward pass sees (SemCKD's batch-wide MLP), the global batch split over
+    # processes and micro-batches (docs/distributed.md: batch-relational losses see that part)
+    local = cfg.data.batch_size // (distributed.world_size() * cfg.train.accumulate)
     facts = {"image_size": data.image_size[0], "num_data": len(data.train), "num_classes": data.num_classes,
-             "batch_size": cfg.data.batch_size}
+             "batch_size": max(local, 1)}
     accepted = method_defaults(cfg.method.name)
     for key in DATA_FACTS:
         if key in accepted and key not in params:
@@ -209,6 +222,20 @@ def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, pol
                                                     st.st_size if st else None, st.st_mtime_ns if st else None],
         view=d.cache_view, seed=cfg.train.seed, amp=str(policy.amp_dtype))
     path = run_dir / TEACHER_CACHE_FILE
+    if not distributed.is_main():  # rank 0 loads or computes the cache and writes it; the others read it
+        distributed.barrier()
+        logits = load_cached_logits(path, fp, len(data.train))
+        if logits is None:
+            raise KdlabError(f"rank {distributed.rank()}: the teacher cache {path} written by rank 0 is missing")
+        return logits
+    logits = _main_cached_logits(cfg, data, teacher, policy, path, fp)
+    distributed.barrier()
+    return logits
+
+
+def _main_cached_logits(cfg: Config, data: DataBundle, teacher: nn.Module, policy: DevicePolicy, path: Path,
+                        fp: str) -> torch.Tensor:
+    d = cfg.data
     logits = load_cached_logits(path, fp, len(data.train))
     if logits is not None:
         log.info("teacher cache: loaded %d cached teacher logits from %s", len(logits), path)
@@ -234,10 +261,12 @@ def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool
     :class:`~kdlab.engine.run_folder.RunFolder`), before anything is written into it.
     """
     check_config(cfg)
+    distributed.per_rank_batch(cfg.data.batch_size, distributed.launch_env().world, cfg.train.accumulate)
+    distributed.init(resolve_device(cfg.train.device))
     folder = None
     if resume is not None:
         folder = RunFolder(Path(cfg.out_dir) / cfg.name)
-        folder.claim(resume, overwrite)
+        rank_io.claim(folder, resume, overwrite)
     data = load_data(cfg)
     torch.manual_seed(cfg.train.seed)  # connector/student init is reproducible per seed
     student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, cfg.student.checkpoint,
@@ -250,7 +279,7 @@ def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool
                                  **method_params(cfg, data))
     if cfg.train.teacher_mode != "auto":
         distiller.set_teacher_mode(cfg.train.teacher_mode)
-    policy = build_policy(cfg.train, distiller.student)
+    policy = distributed.local_policy(build_policy(cfg.train, distiller.student))
     loaders = [make_loader(cfg, data, s, policy, distiller) for s in ("train", "val", "test")]
     run_dir = Path(cfg.out_dir) / cfg.name
     if cfg.data.cache_teacher:
@@ -283,7 +312,7 @@ def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False
     summary.setdefault("extra_params", exp.distiller.extra_parameters())
     summary["bad_files"] = exp.data.bad_files.summary()  # unreadable image files met (data.on_bad_file)
     written = exp.run_dir / "summary.json"
-    if written.is_file():
+    if distributed.is_main() and written.is_file():
         on_disk = json.loads(written.read_text())
         on_disk["bad_files"] = summary["bad_files"]
         write_text_atomic(written, json.dumps(on_disk, indent=2) + "\n")

@@ -13,6 +13,13 @@ the dataset index alone, whichever worker, batch or process serves the sample.
 ``set_epoch(e, start_batch=k)`` therefore makes the next pass yield exactly the batches k,
 k+1, ... an uninterrupted epoch e would have yielded. A pass started without ``set_epoch`` uses
 the epoch after the previous pass (the first is epoch 1).
+
+Multi-process runs: ``shard=(rank, world)`` makes every rank build the same global plan and
+yield only its contiguous part of each global batch of ``batch_size`` (the first ``m % world``
+ranks take one more of a short last batch); batch-level draws (CRD's contrast indices) are made
+for the whole global batch and sliced, so the union of the ranks' batches is exactly what one
+process would have served. A training loader drops a last global batch smaller than ``world``
+(a rank would get no sample); an evaluation loader skips a rank's empty part instead.
 """
 
 from __future__ import annotations
@@ -46,6 +53,17 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
 
 
+def shard_bounds(lo: int, hi: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Rank ``shard[0]``'s contiguous part of positions ``lo:hi`` split over ``shard[1]`` ranks.
+
+    The first ``(hi - lo) % world`` ranks get one more position than the others.
+    """
+    r, w = shard
+    q, rem = divmod(hi - lo, w)
+    start = lo + r * q + min(r, rem)
+    return start, start + q + (1 if r < rem else 0)
+
+
 def check_int(key: str, value: object, low: int) -> None:
     """One-line :class:`KdlabError` unless ``value`` is an int >= ``low`` (bad config values)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -70,7 +88,7 @@ class Loader(ABC):
                  crop_padding: int, flip: bool, drop_last: bool, with_index: bool, seed: int,
                  device: torch.device, mean: Sequence[float], std: Sequence[float],
                  channels_last: bool, contrast_negatives: int = 0, contrast_mode: str = "exact",
-                 per_class: int = 0) -> None:
+                 per_class: int = 0, shard: tuple[int, int] = (0, 1)) -> None:
         check_int("batch_size", batch_size, 1)
         check_int("data.crop_padding", crop_padding, 0)
         check_int("data.per_class", per_class, 0)
@@ -79,6 +97,9 @@ class Loader(ABC):
             if int(counts.clamp(max=per_class).sum()) < batch_size:
                 raise KdlabError(f"data.per_class={per_class}: {len(counts)} classes cannot fill a batch of "
                                  f"{batch_size}; lower data.batch_size or raise data.per_class")
+        if not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
+            raise KdlabError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+        self.shard = shard
         self.per_class = per_class
         self.dataset = images
         self.batch_size = batch_size
@@ -92,16 +113,27 @@ class Loader(ABC):
         self.contrast = (ContrastSampler(images.targets, contrast_negatives, contrast_mode)
                          if contrast_negatives else None)
 
-    def _extra(self, epoch: int, b: int, index: Tensor) -> dict[str, Tensor]:
-        """What the data layer adds to batch ``b`` of ``epoch`` for the method (``batch.extra``)."""
+    def _extra(self, epoch: int, b: int, index: Tensor, part: tuple[int, int] | None = None) -> dict[str, Tensor]:
+        """What the data layer adds to batch ``b`` of ``epoch`` for the method (``batch.extra``).
+
+        ``index``: the global batch's dataset indices; ``part``: the rank's slice of it (sharded loaders).
+        """
         if self.contrast is None:
             return {}
         g = batch_generator(self.seed, epoch, b, index.device)
-        return {"contrast_index": self.contrast.draw(index, g)}
+        drawn = self.contrast.draw(index, g)
+        return {"contrast_index": drawn if part is None else drawn[part[0]:part[1]]}
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        n, world = len(self.dataset), self.shard[1]
+        if self.drop_last:
+            return n // self.batch_size
+        full, rest = divmod(n, self.batch_size)
+        return full + (1 if rest and (rest >= world or not self.shuffle) else 0)
+
+    def _part(self, lo: int, hi: int) -> tuple[int, int]:
+        """This rank's positions of the global batch ``lo:hi``."""
+        return shard_bounds(lo, hi, self.shard) if self.shard[1] > 1 else (lo, hi)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Make the next pass epoch ``epoch``, starting at its batch ``start_batch``."""
@@ -161,10 +193,15 @@ class TensorLoader(Loader):
         order = plan.order.to(self.device)
         for b in range(start, len(self)):
             lo, hi = self._bounds(b)
-            idx = order[lo:hi]
-            x = self._finish(self.images.index_select(0, idx), plan, lo, hi, crop=True)
+            rlo, rhi = self._part(lo, hi)
+            if rlo == rhi:
+                continue
+            idx = order[rlo:rhi]
+            x = self._finish(self.images.index_select(0, idx), plan, rlo, rhi, crop=True)
+            extra = (self._extra(epoch, b, idx) if self.shard[1] == 1
+                     else self._extra(epoch, b, order[lo:hi], (rlo - lo, rhi - lo)))
             yield Batch(x, self.targets.index_select(0, idx), idx if self.with_index or self.contrast else None,
-                        epoch=epoch, extra=self._extra(epoch, b, idx))
+                        epoch=epoch, extra=extra)
 
 
 class _PlanSampler:
@@ -174,19 +211,25 @@ class _PlanSampler:
     garbage collector, whose teardown order makes their shutdown wait for a 10 s timeout.
     """
 
-    def __init__(self, batch_size: int, num_batches: int, n: int, plan: EpochPlan) -> None:
+    def __init__(self, batch_size: int, num_batches: int, n: int, plan: EpochPlan,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         self.batch_size, self.num_batches, self.n = batch_size, num_batches, n
-        self.start, self.plan = 0, plan
+        self.start, self.plan, self.shard = 0, plan, shard
+
+    def _part(self, b: int) -> tuple[int, int]:
+        lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.n)
+        return shard_bounds(lo, hi, self.shard) if self.shard[1] > 1 else (lo, hi)
 
     def __len__(self) -> int:
-        return self.num_batches - self.start
+        return sum(1 for b in range(self.start, self.num_batches) if self._part(b)[1] > self._part(b)[0])
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = self.plan.order.tolist()
         seeds = self.plan.seeds.tolist() if self.plan.seeds is not None else [0] * len(order)
         for b in range(self.start, self.num_batches):
-            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.n)
-            yield list(zip(order[lo:hi], seeds[lo:hi]))
+            lo, hi = self._part(b)
+            if hi > lo:  # only a rank's part of a short last batch can be empty
+                yield list(zip(order[lo:hi], seeds[lo:hi]))
 
 
 class FileLoader(Loader):
@@ -206,7 +249,7 @@ class FileLoader(Loader):
         check_int("data.prefetch", prefetch, 0)
         check_decode(decode, self.device)
         self.files, self.decode, self.prefetch = images, decode, prefetch
-        self.sampler = _PlanSampler(self.batch_size, len(self), len(images), self.plan(1))
+        self.sampler = _PlanSampler(self.batch_size, len(self), len(images), self.plan(1), self.shard)
         gpu = decode == "gpu" and images.mode == "resized_crop"  # fixed-size sets: small, decoded by workers
         samples = (FileBytes if gpu else FileSamples)(images, train=self.augment, flip=self.flip)
         pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
@@ -247,11 +290,15 @@ class FileLoader(Loader):
         ahead: deque[Batch] = deque()
         for b, x, target, index in self._host_batches(start):
             lo, hi = self._bounds(b)
-            x = self._finish(x.to(self.device, non_blocking=True), plan, lo, hi, crop=fixed)
+            rlo, rhi = self._part(lo, hi)
+            x = self._finish(x.to(self.device, non_blocking=True), plan, rlo, rhi, crop=fixed)
             index = index.to(self.device, non_blocking=True)
+            if self.shard[1] == 1 or len(index) != rhi - rlo:  # (a skipped bad file: draw for what is left)
+                extra = self._extra(epoch, b, index)
+            else:
+                extra = self._extra(epoch, b, plan.order[lo:hi].to(self.device), (rlo - lo, rhi - lo))
             ahead.append(Batch(x, target.to(self.device, non_blocking=True),
-                               index if self.with_index or self.contrast else None, epoch=epoch,
-                               extra=self._extra(epoch, b, index)))
+                               index if self.with_index or self.contrast else None, epoch=epoch, extra=extra))
             if len(ahead) > self.prefetch:
                 yield ahead.popleft()
         while ahead:
@@ -264,7 +311,7 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
                  with_index: bool = False, seed: int = 0, channels_last: bool = False,
                  num_workers: int = 2, contrast_negatives: int = 0, contrast_mode: str = "exact",
                  per_class: int = 0, decode: str = "cpu", pin_memory: bool | None = None, prefetch: int = 1,
-                 persistent_workers: bool = True) -> Loader:
+                 persistent_workers: bool = True, shard: tuple[int, int] = (0, 1)) -> Loader:
     """A loader over ``images`` yielding normalised float32 batches on ``device``.
 
     ``train`` shuffles (and by default augments: padded random crop + flip for tensor-style sets,
@@ -275,14 +322,16 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
     and ``batch.index``. ``per_class=m > 0`` makes training batches class-balanced: m images from
     each of batch_size/m random classes (:mod:`kdlab.data.class_balanced`). ``decode``,
     ``pin_memory`` (None: on CUDA), ``prefetch`` (batches copied to the device ahead) and
-    ``persistent_workers`` only matter for file sets (:class:`FileLoader`).
+    ``persistent_workers`` only matter for file sets (:class:`FileLoader`). ``shard=(rank, world)``:
+    this process's part of every global batch of ``batch_size`` (see the module doc).
     """
     check_int("data.batch_size" if train else "data.eval_batch_size", batch_size, 1)
     check_int("data.num_workers", num_workers, 0)
     kw = dict(batch_size=batch_size, shuffle=train, augment=train if augment is None else augment,
               crop_padding=crop_padding, flip=flip, drop_last=drop_last, with_index=with_index,
               seed=seed, device=torch.device(device), mean=mean, std=std, channels_last=channels_last,
-              contrast_negatives=contrast_negatives, contrast_mode=contrast_mode, per_class=per_class)
+              contrast_negatives=contrast_negatives, contrast_mode=contrast_mode, per_class=per_class,
+              shard=tuple(shard))
     if isinstance(images, TensorImageSet):
         return TensorLoader(images, **kw)
     if isinstance(images, FileImageSet):

@@ -6,6 +6,10 @@
 * ``checkpoint.py`` — atomic :func:`save_checkpoint`, :func:`load_checkpoint_file`.
 * ``metrics.py`` — :func:`topk_correct`, :func:`evaluate`.
 * ``logging.py`` — :class:`RunLogger` (metrics.jsonl, TensorBoard, progress, summary.json).
+* ``distributed.py`` — torchrun's process group, rank/world, all-reduce/gather helpers, per-rank batch.
+* ``ddp.py`` — SyncBatchNorm conversion, the DDP wrapper, gathers for cross-batch state (CRD's banks).
+* ``step.py`` — one optimizer step: micro-batches (``train.accumulate``), the global-batch loss scale.
+* ``rank_io.py`` — rank 0 alone claims the run folder, writes checkpoints and logs.
 """
 
 from kdlab.engine.checkpoint import load_checkpoint_file, save_checkpoint

@@ -2,6 +2,9 @@
 
 Accuracies are percentages (0-100), as the papers report them. Top-5 becomes top-min(5, C) for
 datasets with fewer than 5 classes.
+
+Under DDP a loader built with ``shard=(rank, world)`` gives each rank its part of every batch;
+:func:`evaluate` then sums the counts over ranks, so every rank returns the whole split's metrics.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdlab.data.batch import Batch
+from kdlab.engine import distributed
 from kdlab.engine.device import DevicePolicy
 from kdlab.errors import KdlabError
 
@@ -70,6 +74,12 @@ def evaluate(model: nn.Module, loader: Iterable, *, policy: DevicePolicy | None 
                 n += target.shape[0]
     finally:
         model.train(was_training)
+    shard = getattr(loader, "shard", (0, 1))
+    if shard[1] > 1:  # each rank scored its part: sum the counts over ranks
+        flat = distributed.all_reduce_sum(torch.cat([torch.tensor([float(n)], dtype=torch.float64,
+                                                                  device=policy.device),
+                                                     loss_sum.view(1), correct.double()]))
+        n, loss_sum, correct = int(flat[0]), flat[1], flat[2:].long()
     if n == 0:
         raise KdlabError("the evaluation loader yielded no samples")
     top1, top5 = correct.tolist()

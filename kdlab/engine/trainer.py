@@ -13,6 +13,11 @@ The run's files and their rules (name, lock, resume, overwrite, pending best, me
 :mod:`kdlab.engine.resume_state`'s; early stopping is :mod:`kdlab.engine.early_stop`'s; the end of
 the run :mod:`kdlab.engine.summary`'s. Resuming calls ``train_loader.set_epoch(epoch, start_batch)``,
 so the loader must make each epoch's order and augmentation a function of (seed, epoch) alone.
+
+Multi-process runs (torchrun): :mod:`kdlab.engine.distributed` joins the process group,
+:mod:`kdlab.engine.ddp` wraps the distiller (``self.model``: what a step calls),
+:mod:`kdlab.engine.step` splits the rank's share of the global batch into micro-batches, and
+:mod:`kdlab.engine.rank_io` keeps every file write on rank 0.
 """
 
 from __future__ import annotations
@@ -27,18 +32,18 @@ import torch
 from torch import Tensor
 
 from kdlab.config import Config
-from kdlab.engine import early_stop, resume_state, summary
+from kdlab.engine import ddp, distributed, early_stop, rank_io, resume_state, summary
 from kdlab.engine.callbacks import call_epoch_end, call_validation
 from kdlab.engine.checkpoint import write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy, seed_everything
 from kdlab.engine.evaluators import get_evaluator
 from kdlab.engine.init_phase import run_init_phase
-from kdlab.engine.logging import RunLogger
 from kdlab.engine.meter import EpochMeter
 from kdlab.engine.metrics import as_batch
 from kdlab.engine.optim import build_optimizer, build_scheduler
 from kdlab.engine.rng import restore_rng_state
 from kdlab.engine.run_folder import RunFolder
+from kdlab.engine.step import train_step
 from kdlab.errors import KdlabError
 from kdlab.methods.base import Distiller
 
@@ -98,8 +103,15 @@ class Trainer:
 
         tc = cfg.train
         seed_everything(tc.seed, tc.deterministic)
-        self.policy: DevicePolicy = build_policy(tc, distiller.student)
+        self.policy: DevicePolicy = distributed.local_policy(build_policy(tc, distiller.student))
+        distributed.init(self.policy.device)
+        distributed.per_rank_batch(cfg.data.batch_size, distributed.world_size(), tc.accumulate)
+        if distributed.active() and distiller.init_epochs > 0:
+            raise KdlabError(f"{type(distiller).__name__} has an init phase, which runs in one process only; "
+                             "train it without torchrun / --nproc")
         prepare_distiller(distiller, self.policy, compile=tc.compile)
+        self.model = ddp.wrap(distiller, device=self.policy.device, sync_bn=tc.sync_bn,
+                              find_unused=tc.ddp_find_unused)
 
         self.steps_per_epoch = len(train_loader)
         if self.steps_per_epoch <= 0:
@@ -127,18 +139,21 @@ class Trainer:
         self.stop_reason: str | None = None  # a callback's request to stop (e.g. "pruned")
         early_stop.check_settings(self)
 
-        if self.folder.claim(resume, overwrite):
-            ck = self.folder.load_last()
+        if rank_io.claim(self.folder, resume, overwrite):
+            ck = rank_io.load_last(self.folder)
             self._notes.append(resume_state.restore(self, ck, self.folder.last))
             self._pending_rng = ck["rng"]
             self._last_good = self.folder.last
 
     # ---- checkpoints --------------------------------------------------------------------
     def _save_last(self) -> None:
-        self.folder.save_last(resume_state.capture(self, self.wall()))
+        rank_io.save(self.folder.save_last, resume_state.capture(self, self.wall()))  # capture: a collective
         self._last_good = self.folder.last
 
     def _save_best(self, epoch: int, value: float | None) -> None:
+        if not distributed.is_main():
+            distributed.barrier()
+            return
         self.folder.save_best({
             "student": self.distiller.inference_model().state_dict(),
             "distiller": self.distiller.state_dict_without_teacher(),
@@ -147,6 +162,7 @@ class Trainer:
             f"val_{self.evaluator.primary}": value,
             "config": self.cfg.to_dict(),
         })
+        distributed.barrier()
 
     def wall(self) -> float:
         """Seconds of this run so far, resumed parts included."""
@@ -157,13 +173,16 @@ class Trainer:
         """Train to ``schedule.epochs`` (or ``train.max_steps``), test, write and return the summary."""
         self._fit_start = time.perf_counter()
         tc = self.cfg.train
-        self.logger = RunLogger.from_config(self.run_dir, self.cfg)
+        self.logger = rank_io.make_logger(self.run_dir, self.cfg)
         try:
-            write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
+            if distributed.is_main():
+                write_text_atomic(self.run_dir / "config.yaml", self.cfg.to_yaml())
             for note in self._notes:
                 self.logger.info(note)
             n_params = sum(p.numel() for p in self.params)
-            self.logger.info(f"{self.cfg.name}: {self.policy.describe()}, "
+            world = distributed.world_size()
+            self.logger.info(f"{self.cfg.name}: {self.policy.describe()}"
+                             + (f" x {world} processes" if world > 1 else "") + ", "
                              f"{self.steps_per_epoch} steps/epoch, {n_params} trainable parameters")
             if self._pending_rng is not None:
                 restore_rng_state(self._pending_rng)
@@ -258,33 +277,7 @@ class Trainer:
                              "batches per epoch (minus set_epoch's start_batch)")
 
     def _train_step(self, batch: Any, epoch: int) -> None:
-        batch = self.policy.prepare_batch(batch)
-        batch.epoch = epoch
-        batch.step = self.global_step
-        with self.policy.autocast():
-            logits, terms = self.distiller(batch)
-        if not terms:
-            raise KdlabError(f"{type(self.distiller).__name__} returned no loss terms")
-        loss = sum(terms.values())
-        if loss.dim() != 0:
-            raise KdlabError(f"loss terms must be scalars; got shape {tuple(loss.shape)}")
-        if not bool(torch.isfinite(loss)):
-            raise self._diverged(epoch, terms, "loss")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = self.cfg.optim.grad_clip
-        if clip is not None and clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-            if not bool(torch.isfinite(norm)):
-                raise self._diverged(epoch, terms, f"gradient norm ({norm.item()})")
-        lr = self.optimizer.param_groups[0]["lr"]
-        self.optimizer.step()
-        self.scheduler.step()
-        n = len(batch)
-        self.meter.update(loss, terms, logits, batch.target, lr, n)
-        self.images_seen += n
-        self.global_step += 1
-        self.batch_in_epoch += 1
+        train_step(self, batch, epoch)
 
     def _diverged(self, epoch: int, terms: dict[str, Tensor], what: str) -> TrainingDiverged:
         values = {k: float(v.detach().float()) for k, v in terms.items()}
