@@ -1,5 +1,5 @@
-"""Shared test set-up: one torch thread per test (and for shared fixtures), global torch flags restored, optional no-fsync,
-optional memoised shape probes.
+"""Shared test set-up: one torch thread per test (and for shared fixtures), global torch flags
+restored, optional no-fsync, optional memoised shape probes.
 
 The tests use tiny tensors, for which one thread is as fast as two, and on a busy 2-core machine
 two threads fighting over the cores can slow a test tenfold. Runs in deterministic mode switch

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdlab.engine.checkpoint import convert_trusted
 from kdlab.errors import KdlabError
 from kdlab.features import FeatureRecorder, feature_shapes
 from kdlab.models import count_parameters, create_model, load_checkpoint
@@ -91,12 +92,16 @@ def test_imagenet_models_counts_and_taps_at_224(name):
 
 @pytest.mark.parametrize("layout", ["module", "model-key-module", "dataparallel-module"])
 def test_checkpoint_holding_a_pickled_module(tmp_path, layout):
+    """A pickled module needs full unpickling: refused (it could run code); converted once on the
+    user's word (``convert_trusted``, ``kdlab convert-checkpoint --trust``) it loads with its weights."""
     src = create_model("resnet8", num_classes=10).eval()
     obj = {"module": src, "model-key-module": {"model": src, "epoch": 7},
            "dataparallel-module": nn.DataParallel(src)}[layout]
     torch.save(obj, tmp_path / "m.pth")
     dst = create_model("resnet8", num_classes=10).eval()
-    meta = load_checkpoint(dst, tmp_path / "m.pth")
+    with pytest.raises(KdlabError, match="needs full unpickling .*kdlab convert-checkpoint .* --trust"):
+        load_checkpoint(dst, tmp_path / "m.pth")
+    meta = load_checkpoint(dst, convert_trusted(tmp_path / "m.pth"))
     assert meta == ({"epoch": 7} if layout == "model-key-module" else {})
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
