@@ -105,3 +105,9 @@ def test_real_tiny_imagenet_boxes_load_and_follow_the_flip():
         assert img.shape == (3, 128, 128) and t["labels"].tolist() == [1]
         seen.add(tuple(t["boxes"][0].tolist()))
     assert seen == {(28.0, 4.0, 110.0, 100.0), (18.0, 4.0, 100.0, 100.0)}
+
+
+def test_labels_can_be_the_category_ids_as_torchvisions_coco_detectors(fixture):
+    ds = CocoSet(*fixture, label_by_id=True)
+    assert ds.num_classes == 8 and ds.classes[2] == "cat" and ds.classes[0] == "N/A"
+    assert ds[0][1]["labels"].tolist() == [7] and ds.cat_ids[7 - 1] == 7

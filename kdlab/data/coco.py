@@ -4,7 +4,8 @@
 ``CocoDetection`` and returns ``(image, target)`` with ``image`` a float C×H×W tensor in [0, 1]
 and ``target`` a dict: ``boxes`` (a ``tv_tensors.BoundingBoxes``, XYXY, in pixels of the returned
 image), ``labels`` (contiguous 1..K; 0 is the background of torchvision's detectors) and
-``image_id``. The transforms are torchvision's v2 ones, so boxes follow the resize and the flip.
+``image_id`` (``label_by_id=True``: the label is the category id itself, so COCO keeps the 91
+outputs of torchvision's COCO-trained detectors and their checkpoints load). The transforms are torchvision's v2 ones, so boxes follow the resize and the flip.
 
 Bad inputs (also in docs/detection.md):
 
@@ -91,7 +92,8 @@ class CocoSet(torch.utils.data.Dataset):
     """A COCO-format split: ``image_root`` + ``ann_file``, checked on load (see the module docstring)."""
 
     def __init__(self, image_root: str | Path, ann_file: str | Path, *, transform: v2.Compose | None = None,
-                 drop_empty: bool = False, layout: str = "an image folder and a COCO instances JSON") -> None:
+                 drop_empty: bool = False, layout: str = "an image folder and a COCO instances JSON",
+                 label_by_id: bool = False) -> None:
         image_root, ann_file = Path(image_root), Path(ann_file)
         if not ann_file.is_file():
             raise KdlabError(f"annotation file {ann_file} does not exist; expected {layout}")
@@ -106,9 +108,11 @@ class CocoSet(torch.utils.data.Dataset):
         cats = sorted(self.coco.cats)
         if not cats:
             raise KdlabError(f"{ann_file} lists no categories")
+        if label_by_id:  # label = category id (COCO: 91 outputs, as torchvision's COCO-trained detectors)
+            cats = list(range(1, max(cats) + 1))
         self.cat_ids = cats
-        self.classes = [self.coco.cats[c]["name"] for c in cats]
-        self.label_of = {c: i + 1 for i, c in enumerate(cats)}
+        self.classes = [self.coco.cats[c]["name"] if c in self.coco.cats else "N/A" for c in cats]
+        self.label_of = {c: i + 1 for i, c in enumerate(cats) if c in self.coco.cats}
         for ann in self.coco.dataset.get("annotations", []):
             if ann.get("category_id") not in self.label_of:
                 raise KdlabError(f"{ann_file}: annotation {ann.get('id')} (image {ann.get('image_id')}) has "

@@ -8,6 +8,8 @@ one line and :func:`build_detection_data` builds it: three :class:`~kdlab.data.c
 ``data.image_size`` is the training short side (default 800 for COCO, 128 for the 64-pixel
 Tiny-ImageNet images), ``data.flip`` the horizontal flip, ``data.val_fraction`` /
 ``data.split_seed`` / ``data.limit_per_class`` the held-out part and the cap (tiny-imagenet-det).
+COCO labels are the category ids (91 outputs with the background, as torchvision's COCO detectors,
+whose checkpoints then load as teachers); tiny-imagenet-det numbers its wnids 1..K.
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ def coco(root: Path, *, val_fraction: float, split_seed: int, limit_per_class: i
         raise KdlabError(f"coco not found under {root}: expected {COCO_LAYOUT}")
     size = image_size or 800
     train = CocoSet(root / "train2017", ann / "instances_train2017.json", drop_empty=True, layout=COCO_LAYOUT,
-                    transform=detection_transform(True, size, MAX_SIZE["coco"], flip))
-    val = CocoSet(root / "val2017", ann / "instances_val2017.json", layout=COCO_LAYOUT)
+                    transform=detection_transform(True, size, MAX_SIZE["coco"], flip), label_by_id=True)
+    val = CocoSet(root / "val2017", ann / "instances_val2017.json", layout=COCO_LAYOUT, label_by_id=True)
     return DetectionData("coco", train, val, val, train.num_classes, train.classes, size,
                          f"train: {len(train)} train2017 images with boxes; val and test: val2017 ({len(val)} images)")
 
