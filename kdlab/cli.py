@@ -60,6 +60,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from kdlab.engine.checkpoint import convert_trusted
+
+    if not args.trust:
+        raise KdlabError("convert-checkpoint fully unpickles the file, which runs any code it holds; add --trust "
+                         "only if you trust its source")
+    print(convert_trusted(args.checkpoint, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation for image classification.",
                                 epilog=EPILOG)
@@ -100,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--image-size", type=int, default=None, help="with --pair: input size (default 32)")
     ls.add_argument("--num-data", type=int, default=None, help="with --pair: training-set size (default 50000)")
     ls.set_defaults(func=_cmd_list)
+
+    cv = sub.add_parser("convert-checkpoint", help="rewrite a trusted checkpoint that needs full unpickling as "
+                        "plain tensors (loadable safely)")
+    cv.add_argument("checkpoint", help="the .pt/.pth file")
+    cv.add_argument("--trust", action="store_true", help="I trust this file's source: unpickle it fully, once")
+    cv.add_argument("--out", default=None, help="output file (default: <name>.safe.pt beside it)")
+    cv.set_defaults(func=_cmd_convert)
     return p
 
 
@@ -118,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"kdlab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (full disk, permissions): one line, not a traceback
+        if args.verbose:
+            raise
+        print(f"kdlab: error: {e}; check the path, free space and permissions (-v shows the traceback)",
+              file=sys.stderr)
         return 2
 
 

@@ -38,6 +38,7 @@ from kdlab.data.teacher_cache import (
 )
 from kdlab.data.tuples import build_tuple_loader
 from kdlab.engine.device import DevicePolicy, build_policy
+from kdlab.engine.run_folder import RunFolder, check_run_name
 from kdlab.engine.trainer import Trainer
 from kdlab.errors import KdlabError, closest
 from kdlab.methods import create_distiller, method_class, method_defaults
@@ -59,6 +60,7 @@ class Experiment:
     val_loader: Any
     test_loader: Any
     run_dir: Path
+    folder: RunFolder | None = None
 
 
 def check_config(cfg: Config, *, weights: bool = True) -> None:
@@ -67,6 +69,7 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
     ``weights=False`` (evaluating a finished run) skips the checks of the student's and teacher's
     checkpoint files: the run's own checkpoint holds every weight the evaluated model needs.
     """
+    check_run_name(cfg.name)
     cls = method_class(cfg.method.name)
     valid = method_defaults(cfg.method.name)
     for key in cfg.method.params:
@@ -213,8 +216,17 @@ def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, pol
     return logits
 
 
-def build_experiment(cfg: Config) -> Experiment:
+def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool = False) -> Experiment:
+    """Data, models, distiller and loaders of ``cfg``.
+
+    With ``resume`` given (True/False) the run folder is claimed first (lock, resume/overwrite rules;
+    :class:`~kdlab.engine.run_folder.RunFolder`), before anything is written into it.
+    """
     check_config(cfg)
+    folder = None
+    if resume is not None:
+        folder = RunFolder(Path(cfg.out_dir) / cfg.name)
+        folder.claim(resume, overwrite)
     data = load_data(cfg)
     torch.manual_seed(cfg.train.seed)  # connector/student init is reproducible per seed
     student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, cfg.student.checkpoint)
@@ -235,7 +247,7 @@ def build_experiment(cfg: Config) -> Experiment:
         else:
             logits = cached_teacher_logits(cfg, data, teacher, policy, run_dir)
             loaders[0] = CachedTeacherLoader(loaders[0], logits, keep_index=distiller.needs_index)
-    return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir)
+    return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir, folder=folder)
 
 
 def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False,
@@ -244,9 +256,14 @@ def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False
 
     ``callbacks``: hooks called by the trainer (:mod:`kdlab.engine.callbacks`), e.g. a sweep's pruner.
     """
-    exp = build_experiment(cfg)
-    trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
-                      run_dir=exp.run_dir, resume=resume, overwrite=overwrite, callbacks=callbacks)
+    exp = build_experiment(cfg, resume=resume, overwrite=overwrite)
+    try:
+        trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
+                          run_dir=exp.run_dir, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                          task=getattr(exp.data, "task", "classification"), folder=exp.folder)
+    except BaseException:
+        exp.folder.unlock()
+        raise
     summary = trainer.fit()
     summary.setdefault("run_dir", str(exp.run_dir))
     summary.setdefault("params", count_parameters(exp.distiller.inference_model()))

@@ -323,9 +323,11 @@ def test_no_val_loader_means_best_is_last(tmp_path):
 
 def test_max_steps_resume_without_checkpoint_and_existing_run(tmp_path):
     cfg = make_cfg(max_steps=7)
-    trainer, summary = run(tmp_path, "smoke", cfg, test=False, resume=True)  # nothing to resume: fresh
+    with pytest.raises(KdlabError, match="--resume: no checkpoint .* nothing was changed.*--overwrite"):
+        run(tmp_path, "smoke", cfg, test=False, resume=True)  # nothing to resume: refused
+    assert not (tmp_path / "smoke" / "metrics.jsonl").exists()
+    trainer, summary = run(tmp_path, "smoke", cfg, test=False)
     assert summary["steps"] == 7 and summary["stopped_by"] == "max_steps" and summary["epochs_run"] == 2
-    assert any("no checkpoint" in e["message"] for e in events(tmp_path / "smoke") if e["event"] == "info")
     ck = load_checkpoint_file(tmp_path / "smoke" / "checkpoints" / "last.pt")
     assert (ck["epoch"], ck["batch_in_epoch"], ck["global_step"]) == (2, 2, 7)
     with pytest.raises(KdlabError, match="already holds a run"):

@@ -25,6 +25,10 @@ class Batch:
     step: int = 0
     extra: dict[str, Tensor] = field(default_factory=dict)
 
+    def __len__(self) -> int:
+        """The number of samples (images) in the batch."""
+        return self.image.shape[0]
+
     def to(self, device, non_blocking: bool = True) -> Batch:
         mv = lambda t: None if t is None else t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(mv(self.image), mv(self.target), mv(self.index), self.epoch, self.step,

@@ -17,6 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kdlab.errors import KdlabError
+from kdlab.safe_load import safe_load
+
 FORMAT_VERSION = "1"
 
 
@@ -50,8 +53,8 @@ def load(path: Path, n: int) -> Tensor | None:
     if not path.is_file():
         return None
     try:
-        images = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a truncated or foreign file: decode again
+        images = safe_load(path)
+    except KdlabError:  # a truncated or foreign file: decode again
         return None
     return images if isinstance(images, Tensor) and images.shape[0] == n else None
 

@@ -36,6 +36,7 @@ from kdlab.data.batch import Batch
 from kdlab.data.imagesets import ImageSet
 from kdlab.data.loader import build_loader
 from kdlab.errors import KdlabError
+from kdlab.safe_load import safe_load
 
 VIEWS = ("augmented", "clean")
 CACHE_EPOCH = 0  # the loader's epoch whose draws make the cached view; training epochs start at 1
@@ -90,8 +91,8 @@ def load_cached_logits(path: Path, fingerprint: str, n: int) -> Tensor | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a torn or foreign file: recompute
+        state = safe_load(path)
+    except KdlabError:  # a torn or foreign file: recompute
         return None
     logits = state.get("logits") if isinstance(state, dict) else None
     if state.get("fingerprint") != fingerprint or logits is None or logits.shape[0] != n:

@@ -6,7 +6,8 @@ file intact (at worst a stray ``.<name>.*.tmp`` file remains). :func:`load_check
 turns a missing or unreadable file into one :class:`~kdlab.errors.KdlabError` line.
 
 Checkpoints written by the trainer hold only tensors, numbers, strings, lists, tuples and dicts,
-so they load with ``torch.load(weights_only=True)``.
+so they load with ``torch.load(weights_only=True)``; every file kdlab reads is loaded that way (no
+second, unsafe path). A write that fails (a full disk) is one line and leaves the earlier file.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from typing import IO, Any
 import torch
 
 from kdlab.errors import KdlabError
+from kdlab.safe_load import safe_load
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Persist the rename itself (POSIX); silently skipped where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -41,18 +43,24 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(f)`` on a temp file next to ``path``, fsync it and rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise KdlabError(f"cannot write {path} ({e.strerror or e}); check that its folder is writable") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # e.g. a full disk: the earlier file is untouched
+            raise KdlabError(f"could not write {path} ({e.strerror or e}); any earlier {path.name} is intact: "
+                             "free space (or fix the folder), then continue with --resume") from None
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -63,17 +71,51 @@ def save_checkpoint(obj: Any, path: str | Path) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a UTF-8 text file atomically (used for ``summary.json`` and ``config.yaml``)."""
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu",
-                         weights_only: bool = True) -> Any:
-    """Load a checkpoint; a missing or corrupt file raises a one-line :class:`KdlabError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise KdlabError(f"checkpoint {path} does not exist")
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write a file's bytes atomically."""
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def load_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint safely (:func:`kdlab.safe_load.safe_load`); every failure is one line."""
+    return safe_load(path, map_location=map_location)
+
+
+def _plain(obj: Any, depth: int = 0) -> Any:
+    """Tensors, numbers, strings and containers of them; modules become state dicts, the rest is dropped."""
+    if depth > 20:
+        return None
+    if isinstance(obj, torch.nn.Module):
+        return {k: v.detach().clone() for k, v in obj.state_dict().items()}
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, bool | int | float | str) or obj is None:
+        return obj
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "shape", None) == ():  # numpy scalars
+        return obj.item()
+    if isinstance(obj, dict):
+        out = {str(k): _plain(v, depth + 1) for k, v in obj.items()}
+        return {k: v for k, v in out.items() if v is not None or obj.get(k) is None}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_plain(v, depth + 1) for v in obj)
+    return None
+
+
+def convert_trusted(src: str | Path, dst: str | Path | None = None) -> Path:
+    """Load ``src`` with full unpickling (THE USER TRUSTS IT) and save its plain content to ``dst``.
+
+    ``dst`` defaults to ``<src stem>.safe.pt`` beside it; the result loads with :func:`safe_load`.
+    """
+    src = Path(src)
+    if not src.is_file():
+        raise KdlabError(f"checkpoint {src} does not exist")
+    dst = Path(dst) if dst else src.with_name(f"{src.stem}.safe.pt")
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
-    except Exception as e:  # any failure to unpickle means an unusable file
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise KdlabError(f"checkpoint {path} is unreadable or corrupt ({reason})") from None
+        obj = torch.load(src, map_location="cpu", weights_only=False)  # explicit user trust (--trust)
+    except Exception as e:
+        raise KdlabError(f"could not read {src} even with full unpickling ({type(e).__name__}: {e})") from None
+    save_checkpoint(_plain(obj), dst)
+    return dst

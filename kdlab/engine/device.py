@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,16 @@ class DevicePolicy:
         if self.channels_last and images.dim() == 4:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
+
+    def prepare_batch(self, batch: Any) -> Any:
+        """Move a batch to the device (``batch.to``); a batch of one image tensor also gets its memory
+        format. Batches of image lists (detection) are moved as they are."""
+        if isinstance(batch.image, Tensor):
+            if batch.image.device != self.device:
+                batch = batch.to(self.device)
+            batch.image = self.prepare_images(batch.image)
+            return batch
+        return batch.to(self.device)
 
     def describe(self) -> str:
         return f"device={self.device} amp={self.amp} channels_last={'on' if self.channels_last else 'off'}"

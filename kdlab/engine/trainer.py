@@ -1,31 +1,24 @@
-"""The one training loop every method runs through.
+"""The one training loop every method and task runs through.
 
 :class:`Trainer` drives a :class:`~kdlab.methods.base.Distiller`: per step it sets ``batch.epoch``
 (1-indexed) and ``batch.step``, runs ``logits, terms = distiller(batch)`` under the autocast
 policy, sums the terms, stops with :class:`TrainingDiverged` on a non-finite loss (before any
 update or save), back-propagates, clips, steps the optimizer and then the per-step LR schedule.
+A batch is anything with ``.to(device)``, ``len()``, ``.image`` and ``.target`` (a classification
+:class:`~kdlab.data.batch.Batch`, a detection batch of image lists); the task's evaluator
+(:mod:`kdlab.engine.evaluators`) scores the validation and test splits.
 
-Run folder: ``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/{last,best}.pt``
-and ``tb/``. ``last.pt`` holds everything needed to resume exactly: weights (teacher excluded),
-optimizer, scheduler, RNG states, the position ``(epoch, batch_in_epoch, global_step)``, the
-best metric, the running epoch meters and the config. Resuming calls
-``train_loader.set_epoch(epoch, start_batch)``, so the loader must make each epoch's order and
-augmentation a function of (seed, epoch) alone.
-
-Early stopping (``train.early_stop_patience``, off by default): an evaluation that does not raise
-the best val top-1 counts towards a plateau; ``patience`` such evaluations in a row make one. On a
-plateau the trainer reloads the best weights (``best.pt``; the optimizer state, momentum included,
-is kept), multiplies the learning rate by ``train.plateau_gamma`` and starts counting again, at
-most ``train.plateau_lr_drops`` times; the next plateau ends the run (``stopped_by:
-"early_stop"``). ``schedule.epochs`` stays the cap. The LR drop scales the scheduler's base LRs,
-so it composes with any schedule (few-sample recipes use ``constant``). The counter, the drops
-done and the LR scale are in ``last.pt``: a run resumed mid-plateau continues exactly.
+The run's files and their rules (name, lock, resume, overwrite, pending best, metrics cut-back) are
+:class:`~kdlab.engine.run_folder.RunFolder`'s; what ``last.pt`` holds is
+:mod:`kdlab.engine.resume_state`'s; early stopping is :mod:`kdlab.engine.early_stop`'s; the end of
+the run :mod:`kdlab.engine.summary`'s. Resuming calls ``train_loader.set_epoch(epoch, start_batch)``,
+so the loader must make each epoch's order and augmentation a function of (seed, epoch) alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,19 +27,20 @@ import torch
 from torch import Tensor
 
 from kdlab.config import Config
-from kdlab.data.batch import Batch
+from kdlab.engine import early_stop, resume_state, summary
 from kdlab.engine.callbacks import call_epoch_end, call_validation
-from kdlab.engine.checkpoint import load_checkpoint_file, save_checkpoint, write_text_atomic
+from kdlab.engine.checkpoint import write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy, seed_everything
+from kdlab.engine.evaluators import get_evaluator
 from kdlab.engine.init_phase import run_init_phase
 from kdlab.engine.logging import RunLogger
-from kdlab.engine.metrics import as_batch, evaluate
+from kdlab.engine.meter import EpochMeter
+from kdlab.engine.metrics import as_batch
 from kdlab.engine.optim import build_optimizer, build_scheduler
-from kdlab.engine.rng import capture_rng_state, restore_rng_state
+from kdlab.engine.rng import restore_rng_state
+from kdlab.engine.run_folder import RunFolder
 from kdlab.errors import KdlabError
 from kdlab.methods.base import Distiller
-
-CHECKPOINT_FORMAT = 1
 
 
 class TrainingDiverged(KdlabError):
@@ -59,65 +53,6 @@ class TrainingDiverged(KdlabError):
         self.step = step
         self.terms = terms
         self.checkpoint = checkpoint
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-class _Meter:
-    """Running sums over one epoch's steps, kept on the device (no per-step host sync)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.n = 0
-        self.steps = 0
-        self.seconds = 0.0
-        self.loss = torch.zeros((), dtype=torch.float64, device=device)
-        self.correct = torch.zeros((), dtype=torch.long, device=device)
-        self.terms: dict[str, Tensor] = {}
-        self.lr = 0.0
-
-    def update(self, loss: Tensor, terms: dict[str, Tensor], logits: Tensor | None, target: Tensor,
-               lr: float) -> None:
-        bs = target.shape[0]
-        self.n += bs
-        self.steps += 1
-        self.lr = lr
-        self.loss += loss.detach().double() * bs
-        for k, v in terms.items():
-            acc = self.terms.get(k)
-            val = v.detach().double() * bs
-            self.terms[k] = val if acc is None else acc + val
-        if logits is not None and logits.dim() == 2 and target.dim() == 1:
-            self.correct += (logits.detach().argmax(dim=1) == target).sum()
-
-    def summary(self) -> dict[str, Any]:
-        n = max(self.n, 1)
-        return {"loss": self.loss.item() / n, "terms": {k: v.item() / n for k, v in self.terms.items()},
-                "top1": 100.0 * self.correct.item() / n, "lr": self.lr,
-                "img_per_s": self.n / self.seconds if self.seconds > 0 else 0.0}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "steps": self.steps, "seconds": self.seconds, "loss": self.loss.item(),
-                "correct": int(self.correct.item()), "terms": {k: v.item() for k, v in self.terms.items()},
-                "lr": self.lr}
-
-    def load_state_dict(self, s: dict[str, Any]) -> None:
-        self.n, self.steps, self.seconds, self.lr = s["n"], s["steps"], s["seconds"], s["lr"]
-        self.loss = torch.tensor(s["loss"], dtype=torch.float64, device=self.device)
-        self.correct = torch.tensor(s["correct"], dtype=torch.long, device=self.device)
-        self.terms = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
-                      for k, v in s["terms"].items()}
 
 
 def prepare_distiller(distiller: Distiller, policy: DevicePolicy, *, compile: bool = False) -> None:
@@ -139,25 +74,26 @@ def prepare_distiller(distiller: Distiller, policy: DevicePolicy, *, compile: bo
 class Trainer:
     """Train a distiller with one config; ``fit()`` returns the run summary (also ``summary.json``).
 
-    ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` when it exists (else starts
-    fresh and says so). A fresh start in a folder that already holds a checkpoint is refused
-    unless ``overwrite=True``, which clears the earlier run's files first.
+    ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` and refuses (one line, nothing
+    changed) when there is none. A fresh start in a folder that already holds a run is refused
+    unless ``overwrite=True``, which clears the earlier run's files first. ``task`` picks the
+    evaluator (``classification``: best by val top-1). ``folder``: a :class:`RunFolder` already
+    claimed by the caller (the experiment claims it before writing a teacher cache).
     """
 
     def __init__(self, cfg: Config, distiller: Distiller, train_loader, val_loader, test_loader=None, *,
                  run_dir: Path, resume: bool = False, overwrite: bool = False,
-                 callbacks: list[Any] | None = None) -> None:
+                 callbacks: list[Any] | None = None, task: str = "classification",
+                 folder: RunFolder | None = None) -> None:
         self.cfg = cfg
         self.callbacks = list(callbacks or ())  # see kdlab.engine.callbacks
         self.distiller = distiller
         self.train_loader = train_loader
         self.val_loader = val_loader
         self.test_loader = test_loader
-        self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
-        self.last_path = self.ckpt_dir / "last.pt"
-        self.best_path = self.ckpt_dir / "best.pt"
-        self.init_path = self.ckpt_dir / "init.pt"
+        self.evaluator = get_evaluator(task)
+        self.folder = folder or RunFolder(run_dir)
+        self.run_dir = self.folder.dir
         self._notes: list[str] = []
 
         tc = cfg.train
@@ -176,144 +112,44 @@ class Trainer:
         self.epoch = 1
         self.batch_in_epoch = 0
         self.global_step = 0
-        self.best: dict[str, Any] = {"top1": None, "epoch": None, "step": None}
+        self.best: dict[str, Any] = {"value": None, "epoch": None, "step": None}
         self.last_val: dict[str, float] | None = None
         self.epochs_run = 0
         self.images_seen = 0
         self.train_seconds = 0.0
         self.wall_before = 0.0
-        self._meter = _Meter(self.policy.device)
+        self.meter = EpochMeter(self.policy.device)
         self._pending_rng: dict[str, Any] | None = None
         self._last_good: Path | None = None
         self._last_train: dict[str, Any] | None = None
         self._val_epoch: int | None = None
-        self.early_stop = {"since_best": 0, "drops": 0, "lr_scale": 1.0, "stopped": False}
+        self.early_stop = early_stop.fresh_state()
         self.stop_reason: str | None = None  # a callback's request to stop (e.g. "pruned")
-        self._check_early_stop()
+        early_stop.check_settings(self)
 
-        self._prepare_run_dir(resume, overwrite)
-
-    def _check_early_stop(self) -> None:
-        tc = self.cfg.train
-        if tc.early_stop_patience is None:
-            return
-        if tc.early_stop_patience <= 0:
-            raise KdlabError(f"train.early_stop_patience must be a positive integer or null, "
-                             f"got {tc.early_stop_patience}")
-        if tc.plateau_lr_drops < 0 or not 0 < tc.plateau_gamma <= 1:
-            raise KdlabError(f"train.plateau_lr_drops must be >= 0 and train.plateau_gamma in (0, 1]; got "
-                             f"{tc.plateau_lr_drops} and {tc.plateau_gamma}")
-        if self.val_loader is None:
-            raise KdlabError("train.early_stop_patience needs a validation split; set data.val_fraction > 0")
-        if tc.eval_every <= 0:
-            raise KdlabError("train.early_stop_patience needs evaluations; set train.eval_every >= 1")
-
-    # ---- set-up -------------------------------------------------------------------------
-    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
-        if resume and self.last_path.exists():
-            self._load_last()
-            return
-        if resume:
-            self._notes.append(f"resume: no checkpoint at {self.last_path}; starting fresh")
-        elif self.last_path.exists() and not overwrite:
-            raise KdlabError(f"run folder {self.run_dir} already holds a run ({self.last_path.name}); "
-                             "resume it, overwrite it, or choose another run name")
-        stale = [self.last_path, self.best_path, self.run_dir / "metrics.jsonl", self.run_dir / "summary.json"]
-        if not resume:  # a resumed run killed after its init phase keeps init.pt
-            stale.append(self.init_path)
-        for p in stale:
-            p.unlink(missing_ok=True)
-        shutil.rmtree(self.run_dir / "tb", ignore_errors=True)
-
-    def _load_last(self) -> None:
-        ck = load_checkpoint_file(self.last_path)
-        if ck.get("format") != CHECKPOINT_FORMAT or "optimizer" not in ck:
-            raise KdlabError(f"{self.last_path} is not a kdlab resume checkpoint")
-        if ck["steps_per_epoch"] != self.steps_per_epoch:
-            raise KdlabError(f"cannot resume exactly: {self.last_path} was written with "
-                             f"{ck['steps_per_epoch']} batches per epoch, this run has "
-                             f"{self.steps_per_epoch} (the same data and batch size are needed)")
-        self.distiller.load_state_dict_without_teacher(ck["distiller"])
-        try:
-            self.optimizer.load_state_dict(ck["optimizer"])
-        except (ValueError, KeyError) as e:
-            raise KdlabError(f"optimizer state in {self.last_path} does not fit this run ({e})") from None
-        self.scheduler.load_state_dict(ck["scheduler"])
-        self.epoch, self.batch_in_epoch = ck["epoch"], ck["batch_in_epoch"]
-        self.global_step = ck["global_step"]
-        self.best = dict(ck["best"])
-        self.last_val = ck.get("last_val")
-        self.epochs_run = ck["epochs_run"]
-        self.images_seen, self.train_seconds = ck["images_seen"], ck["train_seconds"]
-        self.wall_before = ck["wall_s"]
-        self.early_stop = dict(ck.get("early_stop", self.early_stop))
-        self.stop_reason = ck.get("stop_reason")
-        if self.batch_in_epoch > 0:
-            self._meter.load_state_dict(ck["meter"])
-        if ck.get("teacher_buffers"):
-            self._teacher_buffers(ck["teacher_buffers"])
-        self._pending_rng = ck["rng"]
-        self._last_good = self.last_path
-        old, new = _flatten(ck.get("config", {})), _flatten(self.cfg.to_dict())
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        where = (f"epoch {self.epoch}, batch {self.batch_in_epoch}/{self.steps_per_epoch}, "
-                 f"step {self.global_step}")
-        self._notes.append(f"resume: continuing from {self.last_path} at {where}"
-                           + (f"; config changed: {', '.join(changed)}" if changed else ""))
+        if self.folder.claim(resume, overwrite):
+            ck = self.folder.load_last()
+            self._notes.append(resume_state.restore(self, ck, self.folder.last))
+            self._pending_rng = ck["rng"]
+            self._last_good = self.folder.last
 
     # ---- checkpoints --------------------------------------------------------------------
-    def _resume_state(self, wall_s: float) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "distiller": self.distiller.state_dict_without_teacher(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": capture_rng_state(),
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "global_step": self.global_step,
-            "steps_per_epoch": self.steps_per_epoch,
-            "best": dict(self.best),
-            "last_val": self.last_val,
-            "epochs_run": self.epochs_run,
-            "meter": self._meter.state_dict(),
-            "images_seen": self.images_seen,
-            "train_seconds": self.train_seconds,
-            "wall_s": wall_s,
-            "early_stop": dict(self.early_stop),
-            "stop_reason": self.stop_reason,
-            "teacher_buffers": self._teacher_buffers(),
-            "config": self.cfg.to_dict(),
-        }
-
-    def _teacher_buffers(self, load: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        """A teacher run in train mode updates its BN statistics: those buffers (never its weights)
-        go into last.pt so that resuming stays exact. Empty for eval-mode teachers."""
-        teacher = self.distiller.teacher
-        if teacher is None or self.distiller.teacher_mode != "train":
-            return {}
-        buffers = dict(teacher.named_buffers())
-        if load is not None:
-            with torch.no_grad():
-                for k, v in load.items():
-                    buffers[k].copy_(v)
-        return {k: v.detach().clone() for k, v in buffers.items()}
-
     def _save_last(self) -> None:
-        save_checkpoint(self._resume_state(self._wall()), self.last_path)
-        self._last_good = self.last_path
+        self.folder.save_last(resume_state.capture(self, self.wall()))
+        self._last_good = self.folder.last
 
-    def _save_best(self, epoch: int, val_top1: float | None) -> None:
-        save_checkpoint({
+    def _save_best(self, epoch: int, value: float | None) -> None:
+        self.folder.save_best({
             "student": self.distiller.inference_model().state_dict(),
             "distiller": self.distiller.state_dict_without_teacher(),
             "epoch": epoch,
             "step": self.global_step,
-            "val_top1": val_top1,
+            f"val_{self.evaluator.primary}": value,
             "config": self.cfg.to_dict(),
-        }, self.best_path)
+        })
 
-    def _wall(self) -> float:
+    def wall(self) -> float:
+        """Seconds of this run so far, resumed parts included."""
         return self.wall_before + (time.perf_counter() - self._fit_start)
 
     # ---- the loop -----------------------------------------------------------------------
@@ -335,26 +171,31 @@ class Trainer:
             else:
                 seed_everything(tc.seed, tc.deterministic)
                 if self.distiller.init_epochs > 0:
-                    run_init_phase(self, self.init_path)
+                    run_init_phase(self, self.folder.init)
             stopped_by = self._train_loop()
-            return self._finish(stopped_by)
+            return summary.finish(self, stopped_by)
         except Exception as e:  # recorded, then re-raised; nothing is saved after a failure
-            self.logger.log_event("error", message=f"{type(e).__name__}: {e}".splitlines()[0])
+            with contextlib.suppress(OSError):  # e.g. the disk is full
+                self.logger.log_event("error", message=f"{type(e).__name__}: {e}".splitlines()[0])
             raise
         finally:
             self.logger.close()
+            self.folder.unlock()
 
     def _max_steps_reached(self) -> bool:
         ms = self.cfg.train.max_steps
         return ms is not None and self.global_step >= ms
+
+    def _stopped(self) -> str | None:
+        return self.stop_reason or ("early_stop" if self.early_stop["stopped"] else None)
 
     def _train_loop(self) -> str:
         """Run epochs until ``schedule.epochs`` or ``train.max_steps``; return which one stopped it."""
         epochs = self.cfg.schedule.epochs
         eval_every = self.cfg.train.eval_every
         while self.epoch <= epochs:
-            if self.early_stop["stopped"] or self.stop_reason:
-                return self.stop_reason or "early_stop"
+            if self._stopped():
+                return self._stopped()
             if self._max_steps_reached():
                 return "max_steps"
             e = self.epoch
@@ -372,12 +213,12 @@ class Trainer:
                 self._save_best(e, None)
             self.logger.end_epoch(self._epoch_line(e))
             if complete:
-                self._meter = _Meter(self.policy.device)
+                self.meter = EpochMeter(self.policy.device)
             self._save_last()
             if stop:
                 return "epochs" if finished else "max_steps"
-            if self.early_stop["stopped"] or self.stop_reason:
-                return self.stop_reason or "early_stop"
+            if self._stopped():
+                return self._stopped()
         return "epochs"
 
     def _train_epoch(self, epoch: int) -> None:
@@ -397,30 +238,27 @@ class Trainer:
                 break
             self._train_step(as_batch(item), epoch)
             if self.logger.shows_progress and self.batch_in_epoch % 10 == 0:
-                self.logger.advance(f"loss {self._meter.loss.item() / max(self._meter.n, 1):.4f}")
+                self.logger.advance(f"loss {self.meter.loss.item() / max(self.meter.n, 1):.4f}")
             else:
                 self.logger.advance()
             if every > 0 and self.global_step % every == 0 and self.batch_in_epoch < self.steps_per_epoch:
                 dt = time.perf_counter() - t0
-                self._meter.seconds += dt
+                self.meter.seconds += dt
                 self.train_seconds += dt
                 self._save_last()
                 t0 = time.perf_counter()
             if self._max_steps_reached():
                 break
         dt = time.perf_counter() - t0
-        self._meter.seconds += dt
+        self.meter.seconds += dt
         self.train_seconds += dt
         if self.batch_in_epoch < self.steps_per_epoch and not self._max_steps_reached():
             raise KdlabError(f"the training loader stopped after {self.batch_in_epoch} of its "
                              f"len()={self.steps_per_epoch} batches in epoch {epoch}; it must yield len() "
                              "batches per epoch (minus set_epoch's start_batch)")
 
-    def _train_step(self, batch: Batch, epoch: int) -> None:
-        device = self.policy.device
-        if batch.image.device != device:
-            batch = batch.to(device)
-        batch.image = self.policy.prepare_images(batch.image)
+    def _train_step(self, batch: Any, epoch: int) -> None:
+        batch = self.policy.prepare_batch(batch)
         batch.epoch = epoch
         batch.step = self.global_step
         with self.policy.autocast():
@@ -442,8 +280,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        self._meter.update(loss, terms, logits, batch.target, lr)
-        self.images_seen += batch.target.shape[0]
+        n = len(batch)
+        self.meter.update(loss, terms, logits, batch.target, lr, n)
+        self.images_seen += n
         self.global_step += 1
         self.batch_in_epoch += 1
 
@@ -458,60 +297,33 @@ class Trainer:
                                 checkpoint=self._last_good)
 
     # ---- evaluation and logging ---------------------------------------------------------
-    def _evaluate(self, loader) -> dict[str, float]:
-        return evaluate(self.distiller.inference_model(), loader, policy=self.policy)
+    def evaluate(self, loader) -> dict[str, float]:
+        """Score the inference model on ``loader`` with the task's evaluator."""
+        return self.evaluator(self.distiller.inference_model(), loader, self.policy)
 
     def _validate(self, epoch: int) -> None:
         if self.val_loader is None:
             self._save_best(epoch, None)  # no validation split: best = last
             return
-        m = self._evaluate(self.val_loader)
+        m = self.evaluate(self.val_loader)
+        p = self.evaluator.primary
         self.last_val, self._val_epoch = m, epoch
-        improved = self.best["top1"] is None or m["top1"] > self.best["top1"]
+        improved = self.best["value"] is None or m[p] > self.best["value"]
         if improved:
-            self.best = {"top1": m["top1"], "epoch": epoch, "step": self.global_step}
-            self._save_best(epoch, m["top1"])
+            self.best = {"value": m[p], "epoch": epoch, "step": self.global_step}
+            self._save_best(epoch, m[p])
         self.logger.log_eval("val", epoch=epoch, step=self.global_step, metrics=m, best=improved)
-        self._early_stopping(epoch, improved)
+        early_stop.after_validation(self, epoch, improved)
         reason = call_validation(self.callbacks, epoch, self.global_step, m)
         if reason and not self.early_stop["stopped"]:
             self.stop_reason = reason
             self.logger.log_event("stop", epoch=epoch, step=self.global_step, reason=reason)
         self.distiller.train()
 
-    def _early_stopping(self, epoch: int, improved: bool) -> None:
-        """Count evaluations without improvement; on a plateau drop the LR from the best weights, or stop."""
-        tc, es = self.cfg.train, self.early_stop
-        if tc.early_stop_patience is None:
-            return
-        es["since_best"] = 0 if improved else es["since_best"] + 1
-        if es["since_best"] < tc.early_stop_patience:
-            return
-        if es["drops"] >= tc.plateau_lr_drops:
-            es["stopped"] = True
-            self.logger.log_event("early_stop", epoch=epoch, step=self.global_step, drops=es["drops"],
-                                  best_epoch=self.best["epoch"])
-            self.logger.info(f"early stop after epoch {epoch}: {es['since_best']} evaluations without "
-                             f"improvement, {es['drops']} LR drops done; best epoch {self.best['epoch']}")
-            return
-        best = load_checkpoint_file(self.best_path)
-        self.distiller.load_state_dict_without_teacher(best["distiller"])
-        gamma = tc.plateau_gamma
-        self.scheduler.base_lrs = [b * gamma for b in self.scheduler.base_lrs]
-        for g in self.optimizer.param_groups:
-            g["lr"] *= gamma
-        es["drops"] += 1
-        es["lr_scale"] *= gamma
-        es["since_best"] = 0
-        self.logger.log_event("plateau", epoch=epoch, step=self.global_step, drops=es["drops"],
-                              lr_scale=es["lr_scale"], best_epoch=self.best["epoch"])
-        self.logger.info(f"plateau after epoch {epoch}: reloaded the best weights (epoch {self.best['epoch']}), "
-                         f"LR x{gamma:g} (drop {es['drops']}/{tc.plateau_lr_drops})")
-
     def _log_train(self, epoch: int) -> None:
-        if self._meter.steps == 0:
+        if self.meter.steps == 0:
             return
-        s = self._meter.summary()
+        s = self.meter.summary()
         self.logger.log_train(epoch=epoch, step=self.global_step, lr=s["lr"], terms=s["terms"],
                               loss=s["loss"], top1=s["top1"], img_per_s=s["img_per_s"],
                               batches=self.batch_in_epoch, of=self.steps_per_epoch)
@@ -526,62 +338,6 @@ class Trainer:
             parts += [f"lr {s['lr']:.4g}", f"loss {s['loss']:.4f}", f"train_top1 {s['top1']:.2f}",
                       f"{s['img_per_s']:.0f} img/s"]
         if self.last_val is not None and self._val_epoch == epoch:
-            parts.append(f"val_top1 {self.last_val['top1']:.2f}")
+            p = self.evaluator.primary
+            parts.append(f"val_{p} {self.last_val[p]:.2f}")
         return " | ".join(parts)
-
-    # ---- the end ------------------------------------------------------------------------
-    def _finish(self, stopped_by: str) -> dict[str, Any]:
-        has_val = self.val_loader is not None
-        test_last = test_best = test_n = None
-        if self.cfg.train.test_at_end and self.test_loader is not None and self.global_step > 0:
-            m_last = self._evaluate(self.test_loader)
-            self.logger.log_eval("test", epoch=self.epochs_run, step=self.global_step, metrics=m_last,
-                                 weights="last")
-            test_last, test_n = m_last["top1"], int(m_last["n"])
-            if has_val and self.best["step"] is not None and self.best["step"] != self.global_step:
-                keep = {k: v.detach().clone() for k, v in self.distiller.state_dict_without_teacher().items()}
-                best = load_checkpoint_file(self.best_path)
-                self.distiller.load_state_dict_without_teacher(best["distiller"])
-                try:
-                    m_best = self._evaluate(self.test_loader)
-                finally:
-                    self.distiller.load_state_dict_without_teacher(keep)
-                self.logger.log_eval("test", epoch=self.best["epoch"], step=self.best["step"], metrics=m_best,
-                                     weights="best")
-                test_best = m_best["top1"]
-            else:
-                test_best = test_last
-        if not has_val:
-            self.best = {"top1": None, "epoch": self.epochs_run, "step": self.global_step}
-        not_run = "not run (no test loader or train.test_at_end=false)"
-        summary = {
-            "name": self.cfg.name,
-            "best_epoch": self.best["epoch"],
-            "val_top1": self.best["top1"],
-            "test_top1_at_best_val": test_best,
-            "test_top1_last": test_last,
-            "test_images": test_n,
-            "epochs_run": self.epochs_run,
-            "steps": self.global_step,
-            "wall_s": round(self._wall(), 3),
-            "img_per_s": self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0,
-            "val_top1_last": self.last_val["top1"] if self.last_val else None,
-            "stopped_by": stopped_by,
-            "plateau_lr_drops": self.early_stop["drops"],
-            "splits": {
-                "val_top1": ("val split (held out from training data), at the best epoch" if has_val
-                             else "none: no val loader, so best = last"),
-                "best_epoch": ("chosen by val top-1" if has_val
-                               else "no val loader: best = last (final weights)"),
-                "test_top1_at_best_val": ("test split, weights of checkpoints/best.pt"
-                                          if test_best is not None else not_run),
-                "test_top1_last": "test split, final weights" if test_last is not None else not_run,
-                "val_top1_last": "val split, final weights" if has_val else "none",
-            },
-        }
-        self.logger.write_summary(summary)
-        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        self.logger.print(f"{self.cfg.name}: done after {self.global_step} steps (stopped by {stopped_by}); "
-                          f"best epoch {summary['best_epoch']}, val_top1 {fmt(summary['val_top1'])}, "
-                          f"test_top1 at best {fmt(test_best)}, last {fmt(test_last)}")
-        return summary

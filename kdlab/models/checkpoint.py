@@ -2,7 +2,9 @@
 
 Accepted layouts: a raw state dict, or a dict holding it under ``student`` (kdlab's own
 checkpoints), ``model`` (RepDistiller, mdistiller, SimKD) or ``state_dict``
-(akamaster/pytorch_resnet_cifar10 and many others); a whole pickled ``nn.Module`` there works too.
+(akamaster/pytorch_resnet_cifar10 and many others). Files load with ``weights_only=True``
+(:mod:`kdlab.safe_load`): a pickled ``nn.Module`` or other classes are refused with the
+``kdlab convert-checkpoint FILE --trust`` hint.
 A leading ``module.`` (DataParallel / DDP) and ``_orig_mod.`` (``torch.compile``) shared by all
 keys is stripped. Everything else in the file (e.g. ``best_prec1``, ``epoch``) is returned.
 
@@ -17,10 +19,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from kdlab.errors import KdlabError
+from kdlab.safe_load import safe_load
 
 STATE_KEYS = ("student", "model", "state_dict")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
@@ -107,10 +109,7 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) 
     path = Path(path)
     if not path.is_file():
         raise KdlabError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # any unpickling failure means a bad file for the user
-        raise KdlabError(f"could not read checkpoint {path}: {type(e).__name__}: {e}") from None
+    obj = safe_load(path)  # weights_only: a file can never run code
     state, meta = split_checkpoint(obj, f"checkpoint {path}")
     state = strip_prefixes(state)
 
