@@ -5,7 +5,8 @@
 and ``target`` a dict: ``boxes`` (a ``tv_tensors.BoundingBoxes``, XYXY, in pixels of the returned
 image), ``labels`` (contiguous 1..K; 0 is the background of torchvision's detectors) and
 ``image_id`` (``label_by_id=True``: the label is the category id itself, so COCO keeps the 91
-outputs of torchvision's COCO-trained detectors and their checkpoints load). The transforms are torchvision's v2 ones, so boxes follow the resize and the flip.
+outputs of torchvision's COCO-trained detectors and their checkpoints load). The transforms are
+torchvision's v2 ones, so boxes follow the resize and the flip.
 
 Bad inputs (also in docs/detection.md):
 
@@ -30,42 +31,41 @@ from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection
 from torchvision.transforms import v2
 
+from kdlab.data.batch import Batch
 from kdlab.errors import KdlabError
 
 Target = dict[str, Any]
 
 
 @dataclass
-class DetectionBatch:
+class DetectionBatch(Batch):
     """Images of different sizes and their targets; what a detection distiller receives.
 
-    Follows the trainer's batch protocol: ``.to(device)``, ``len()``, ``epoch``/``step`` set per
-    step. ``image`` is the list of images (not a tensor, so the trainer leaves image preparation
-    to the detector's own transform); ``target`` the list of target dicts.
+    A :class:`~kdlab.data.batch.Batch` whose ``image`` is a list of C×H×W images (not one tensor,
+    so the trainer leaves image preparation to the detector's own transform) and whose ``target``
+    is a list of target dicts; ``images`` / ``targets`` name the same lists. It follows the
+    trainer's batch protocol: ``.to(device)``, ``len()``, ``epoch``/``step`` set per step.
     """
 
-    images: list[Tensor]
-    targets: list[Target]
-    epoch: int = 1
-    step: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    image: list[Tensor] = field(default_factory=list)
+    target: list[Target] = field(default_factory=list)
 
     @property
-    def image(self) -> list[Tensor]:
-        return self.images
+    def images(self) -> list[Tensor]:
+        return self.image
 
     @property
-    def target(self) -> list[Target]:
-        return self.targets
+    def targets(self) -> list[Target]:
+        return self.target
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.image)
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> DetectionBatch:
         def mv(v: Any) -> Any:
             return v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v
-        return DetectionBatch([im.to(device, non_blocking=non_blocking) for im in self.images],
-                              [{k: mv(v) for k, v in t.items()} for t in self.targets],
+        return DetectionBatch([im.to(device, non_blocking=non_blocking) for im in self.image],
+                              [{k: mv(v) for k, v in t.items()} for t in self.target], None,
                               self.epoch, self.step, dict(self.extra))
 
 

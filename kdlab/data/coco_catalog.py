@@ -38,7 +38,7 @@ class DetectionData:
     test: CocoSet
     num_classes: int  # foreground classes + background, as torchvision's detectors count them
     classes: list[str]
-    image_size: int  # the training short side
+    image_size: tuple[int, int]  # (short side, short side): the training short side
     splits_note: str
     task: str = "detection"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # informative: the detectors normalise
@@ -48,7 +48,7 @@ class DetectionData:
     def __repr__(self) -> str:
         val = len(self.val) if self.val is not None else 0
         return (f"DetectionData({self.name!r}: train {len(self.train)}, val {val}, test {len(self.test)} images, "
-                f"{self.num_classes - 1} classes, short side {self.image_size})")
+                f"{self.num_classes - 1} classes, short side {self.image_size[0]})")
 
 
 Builder = Callable[..., DetectionData]
@@ -95,7 +95,7 @@ def coco(root: Path, *, val_fraction: float, split_seed: int, limit_per_class: i
     train = CocoSet(root / "train2017", ann / "instances_train2017.json", drop_empty=True, layout=COCO_LAYOUT,
                     transform=detection_transform(True, size, MAX_SIZE["coco"], flip), label_by_id=True)
     val = CocoSet(root / "val2017", ann / "instances_val2017.json", layout=COCO_LAYOUT, label_by_id=True)
-    return DetectionData("coco", train, val, val, train.num_classes, train.classes, size,
+    return DetectionData("coco", train, val, val, train.num_classes, train.classes, (size, size),
                          f"train: {len(train)} train2017 images with boxes; val and test: val2017 ({len(val)} images)")
 
 
@@ -114,7 +114,7 @@ def _tiny(name: str, num_classes: int | None) -> Builder:
         note = (f"train: {len(train)} Tiny-ImageNet train images ({cap}one real box each); val: "
                 f"{len(val) if val else 0} held out of them ({val_fraction:g}, split_seed {split_seed}); "
                 f"test: {len(test)} official val images; COCO json in {folder}")
-        return DetectionData(name, train, val, test, train.num_classes, train.classes, size, note)
+        return DetectionData(name, train, val, test, train.num_classes, train.classes, (size, size), note)
     return build
 
 
