@@ -88,6 +88,9 @@ def test_loader_is_reproducible_per_epoch_and_resumes_mid_epoch(fixture):
     loader.set_epoch(3, start_batch=1)
     rest = [(b.targets[0]["image_id"], b.targets[0]["boxes"].tolist()) for b in loader]
     assert len(loader) == 2 and rest == full[1:]
+    workers = DetectionLoader(ds, batch_size=1, train=True, seed=5, num_workers=1)
+    workers.set_epoch(3)
+    assert [(b.targets[0]["image_id"], b.targets[0]["boxes"].tolist()) for b in workers] == full
 
 
 @pytest.mark.shared
