@@ -25,7 +25,8 @@ def test_a_short_real_run_raises_ap50_above_the_untrained_students(tmp_path):
         "student": {"name": "fasterrcnn_mobilenetv2_fpn", "kwargs": DETECTOR_KW},
         "method": {"name": "det_plain"}, "optim": {"lr": 0.02, "weight_decay": 1e-4},
         "schedule": {"name": "multistep", "epochs": 4, "milestones": [3]},
-        "train": {"device": "cpu", "amp": "off", "progress": False, "tensorboard": False, "test_at_end": False}})
+        "train": {"device": "cpu", "amp": "off", "channels_last": "off", "progress": False, "tensorboard": False,
+                  "test_at_end": False}})
     exp = build_experiment(cfg)  # the same seed builds the same untrained student as the run below
     untrained = evaluate_detection(exp.distiller.student, exp.val_loader)
     summary = run_experiment(cfg)
