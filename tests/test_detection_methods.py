@@ -136,3 +136,10 @@ def test_every_method_steps_on_the_three_published_pairs(pair):
     for method, params in METHODS.items():
         terms = _step(method, teacher, student, params)
         assert all(torch.isfinite(torch.tensor(v)) for v in terms.values()), (method, terms)
+
+
+def test_a_teacher_that_normalises_differently_is_refused():
+    student = _detector("fasterrcnn_resnet18_fpn")
+    teacher = create_detector("fasterrcnn_resnet18_fpn", 4, image_mean=[0.5, 0.5, 0.5], **TINY)
+    with pytest.raises(KdlabError, match="normalise with different image_mean"):
+        kdlab.create_distiller("det_dkd", student=student, teacher=teacher)

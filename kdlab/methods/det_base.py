@@ -80,6 +80,10 @@ class DetectionDistiller(Distiller):
         name = getattr(self, "method_name", type(self).__name__)
         check_detector(student, "student", name)
         check_detector(teacher, "teacher", name)
+        if teacher is not None and (student.transform.image_mean != teacher.transform.image_mean
+                                    or student.transform.image_std != teacher.transform.image_std):
+            raise KdlabError(f"method {name!r}: the teacher reads the student's normalised images, but the two "
+                             "detectors normalise with different image_mean / image_std; give them the same")
         super().__init__(student, teacher)
         self.det_weight = det_weight
 
