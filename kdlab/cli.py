@@ -1,4 +1,4 @@
-"""The ``kdlab`` command: train, eval, demo, list.
+"""The ``kdlab`` command: train, eval, demo, list, bench, sweep, report, cost, export, convert-checkpoint.
 
 Every user error (a :class:`~kdlab.errors.KdlabError`) is printed as one line,
 ``kdlab: error: ...``, with exit status 2; an interrupted run says how to resume.
@@ -75,6 +75,74 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from kdlab.workflow.bench import run_bench
+
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+    if args.jobs < 1:
+        raise KdlabError(f"--jobs must be >= 1, got {args.jobs}")
+    try:
+        run_bench(args.grid, args.overrides, jobs=args.jobs, devices=devices, table_only=args.table,
+                  baseline=args.baseline, out_dir=args.out, cost=args.cost)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again: finished cells are skipped, killed ones resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from kdlab.workflow.sweep_run import run_sweep
+
+    if args.jobs < 1 or args.trials < 1:
+        raise KdlabError(f"--trials and --jobs must be >= 1, got {args.trials} and {args.jobs}")
+    try:
+        run_sweep(args.config, args.space, args.overrides, trials=args.trials, jobs=args.jobs, out=args.out)
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to continue the study", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from kdlab.workflow.report import make_report
+
+    result = make_report(args.runs, args.out, overrides=args.overrides, tsne_max=args.tsne_points, seed=args.seed,
+                         device=args.device)
+    for row in result["runs"]:
+        extra = "".join(f", {k} {row[k]:.2f}" for k in ("top1_agreement", "mean_kl") if k in row)
+        print(f"{row['run']}: test top-1 {row['test_top1']:.2f}, ECE {row['ece']:.2f}%{extra}")
+    for note in result["notes"]:
+        print(f"note: {note}")
+    print(f"report: {args.out}/report.html (figures embedded), {args.out}/summary.md, {args.out}/report.json")
+    return 0
+
+
+def _cmd_cost(args: argparse.Namespace) -> int:
+    from kdlab.config import load_config
+    from kdlab.workflow.cost import cost_table, model_cost, speed
+
+    cfg = load_config(args.config, args.overrides)
+    cost = model_cost(cfg)
+    spd = None if args.no_speed else speed(cfg, args.device, steps=args.steps)
+    if args.json:
+        print(json.dumps({**cost, **(spd or {})}, indent=2))
+        return 0
+    for label, value in cost_table(cost, spd):
+        print(f"{label:>14}  {value}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from kdlab.workflow.export import export_run
+
+    result = export_run(args.run, args.format, args.out, overrides=args.overrides)
+    print(f"wrote {result['path']} ({result['format']}, {result['params']} parameters); checked against the "
+          f"PyTorch model on {result['checked_on']}: max |diff| {result['max_abs_diff']:.2g} "
+          f"<= {result['tolerance']:g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kdlab", description="Knowledge distillation for image classification.",
                                 epilog=EPILOG)
@@ -125,6 +193,56 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--trust", action="store_true", help="I trust this file's source: unpickle it fully, once")
     cv.add_argument("--out", default=None, help="output file (default: <name>.safe.pt beside it)")
     cv.set_defaults(func=_cmd_convert)
+
+    b = sub.add_parser("bench", help="run a grid of configs x seeds and tabulate it against published numbers",
+                       epilog=EPILOG)
+    b.add_argument("grid", help="a grid YAML file or a shipped grid name (kdlab/grids)")
+    b.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every cell (e.g. data.root=...)")
+    b.add_argument("--jobs", type=int, default=1, help="cells run at once (CPU: cores split between them)")
+    b.add_argument("--devices", help="GPU ids, e.g. 0,1: one cell per GPU through CUDA_VISIBLE_DEVICES")
+    b.add_argument("--table", action="store_true", help="only re-render the table from finished cells")
+    b.add_argument("--baseline", help="method for the 95%% CI of the difference (default: the grid's baseline:)")
+    b.add_argument("--out", help="parent folder of the bench folder (default: the grid's out_dir, runs/bench)")
+    b.add_argument("--cost", action="store_true", help="add cost columns (needs kdlab.workflow.cost)")
+    b.set_defaults(func=_cmd_bench)
+
+    sw = sub.add_parser("sweep", help="tune a config's hyper-parameters with Optuna on the val split",
+                        epilog=EPILOG)
+    sw.add_argument("config", help="a YAML file or a shipped recipe name")
+    sw.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every trial")
+    sw.add_argument("--space", required=True, help="search-space YAML (file or shipped name in kdlab/sweeps)")
+    sw.add_argument("--trials", type=int, default=20, help="finished trials wanted in the study (resumes count)")
+    sw.add_argument("--jobs", type=int, default=1, help="trials run at once, each in its own process")
+    sw.add_argument("--out", help="sweep folder (default: runs/sweep/<config name>)")
+    sw.set_defaults(func=_cmd_sweep)
+
+    r = sub.add_parser("report", help="figures, summary.md and a self-contained HTML page for runs or checkpoints",
+                       epilog=EPILOG)
+    r.add_argument("runs", nargs="+", help="run folders, kdlab checkpoints or exported .safetensors files")
+    r.add_argument("--out", required=True, help="folder for the figures and pages")
+    r.add_argument("--tsne-points", type=int, default=500, help="test images sampled for t-SNE (default 500)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the t-SNE sample and embedding")
+    r.add_argument("--device", default="cpu", help="device for the test-split forward passes (default cpu)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override applied to every run's config (e.g. --set data.root=/data); repeatable")
+    r.set_defaults(func=_cmd_report)
+
+    c = sub.add_parser("cost", help="parameters, MACs, img/s and peak memory of a config", epilog=EPILOG)
+    c.add_argument("config", help="a YAML file or a shipped recipe name")
+    c.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    c.add_argument("--device", default=None, help="device for the speed measurement (default: train.device)")
+    c.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default 10)")
+    c.add_argument("--no-speed", action="store_true", help="only parameters and MACs (no timing)")
+    c.add_argument("--json", action="store_true", help="print one JSON object")
+    c.set_defaults(func=_cmd_cost)
+
+    x = sub.add_parser("export", help="export a run's inference model (safetensors, torchscript, onnx), checked",
+                       epilog=EPILOG)
+    x.add_argument("run", help="a run folder or a kdlab checkpoint file")
+    x.add_argument("overrides", nargs="*", help="key.sub=value overrides (e.g. data.root=...)")
+    x.add_argument("--format", required=True, choices=["safetensors", "torchscript", "onnx"])
+    x.add_argument("--out", default=None, help="output file (default: <run>/export/model.<ext>)")
+    x.set_defaults(func=_cmd_export)
     return p
 
 

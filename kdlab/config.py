@@ -51,6 +51,7 @@ class DataConfig:
 class ModelConfig:
     name: str = ""
     checkpoint: str | None = None
+    weights: str | None = None  # named pretrained weights (local cache): torchvision:<Enum.ENTRY> | timm:<tag>
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,6 +101,29 @@ class TrainConfig:
     plateau_gamma: float = 0.1  # the LR factor of each plateau drop
 
 
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class LogConfig:
+    """Optional logging back-ends besides metrics.jsonl and TensorBoard (``train.tensorboard``).
+
+    ``wandb: true`` sends the run's scalars, config and summary to Weights & Biases (``pip install
+    'kdlab[wandb]'``); ``mode: offline`` writes them under the run folder without network (sync later
+    with ``wandb sync``). Never on by default.
+    """
+
+    wandb: bool = False
+    project: str = "kdlab"
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+    mode: str = "online"
+
+    def __post_init__(self) -> None:
+        if self.mode not in WANDB_MODES:
+            raise KdlabError(f"log.mode={self.mode!r} is out of range: it must be one of {', '.join(WANDB_MODES)}")
+
+
 @dataclass
 class PublishedResult:
     """A number a paper or reference README reports for this recipe (what bench tables compare with).
@@ -126,6 +150,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     published: list[PublishedResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from kdlab.methods import create_distiller, method_class, method_defaults
 from kdlab.methods.base import DATA_FACTS, Distiller
 from kdlab.models import check_model_name, count_parameters, create_model, load_checkpoint
 from kdlab.models.detection import check_detector_name, create_detector, is_detector
+from kdlab.models.weights import load_named_weights, weights_file
 
 log = logging.getLogger("kdlab")
 
@@ -99,6 +100,8 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
             raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist; train that model first "
                              f"(see `kdlab list configs`, e.g. cifar100/ce/<model>) or point {role}.checkpoint "
                              "at a checkpoint file")
+        if weights and mc.weights and (role == "student" or cls.uses_teacher):
+            weights_file(mc.weights)  # the named file is in the local cache, or one line saying where to put it
     kind = getattr(cls, "loader_kind", "images")
     if kind != "images" and kind not in TRAIN_LOADERS:
         raise KdlabError(f"method {cfg.method.name!r} asks for training loader {kind!r}; known: "
@@ -108,11 +111,11 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
     if cls.uses_teacher:
         if not cfg.teacher.name:
             raise KdlabError(f"method {cfg.method.name!r} needs a teacher: set teacher.name and teacher.checkpoint")
-        if weights and not cfg.teacher.checkpoint:
+        if weights and not cfg.teacher.checkpoint and not cfg.teacher.weights:
             raise KdlabError(
                 f"teacher.checkpoint is not set: method {cfg.method.name!r} would distill from an untrained "
                 "teacher; train one first (`kdlab train <teacher config>`) and point teacher.checkpoint at "
-                "its checkpoints/best.pt"
+                "its checkpoints/best.pt (or name pretrained weights: teacher.weights=torchvision:<Enum.ENTRY>)"
             )
 
 
@@ -133,10 +136,19 @@ def check_teacher_cache(cfg: Config, cls: type[Distiller] | Distiller) -> None:
                          f"{what}; set data.cache_teacher=false")
 
 
-def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None) -> nn.Module:
-    if is_detector(name):
-        return create_detector(name, num_classes, checkpoint, **kwargs)
+def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None,
+                weights: str | None = None) -> nn.Module:
+    """Build a model; load named pretrained ``weights`` (local cache only), then ``checkpoint`` over them."""
+    if is_detector(name):  # named weights: a torchvision detection entry, e.g. FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+        model = create_detector(name, num_classes, None, **kwargs)
+        if weights:
+            load_named_weights(model, weights)
+        if checkpoint:
+            load_checkpoint(model, Path(checkpoint).expanduser())
+        return model
     model = create_model(name, num_classes=num_classes, **kwargs)
+    if weights:
+        load_named_weights(model, weights)
     if checkpoint:
         load_checkpoint(model, Path(checkpoint).expanduser())
     return model
@@ -214,7 +226,7 @@ def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, pol
     fp = cache_fingerprint(
         data=[d.dataset, str(Path(d.root).expanduser().resolve()), d.subset_size, d.limit_per_class, d.image_size,
               d.val_fraction, d.split_seed, d.stratify, d.crop_padding, d.flip, list(data.mean), list(data.std)],
-        images=_images_digest(data.train), teacher=[cfg.teacher.name, cfg.teacher.kwargs, ck,
+        images=_images_digest(data.train), teacher=[cfg.teacher.name, cfg.teacher.kwargs, ck, cfg.teacher.weights,
                                                     st.st_size if st else None, st.st_mtime_ns if st else None],
         view=d.cache_view, seed=cfg.train.seed, amp=str(policy.amp_dtype))
     path = run_dir / TEACHER_CACHE_FILE
@@ -249,10 +261,12 @@ def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool
         folder.claim(resume, overwrite)
     data = load_data(cfg)
     torch.manual_seed(cfg.train.seed)  # connector/student init is reproducible per seed
-    student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, cfg.student.checkpoint)
+    student = build_model(cfg.student.name, data.num_classes, cfg.student.kwargs, cfg.student.checkpoint,
+                          cfg.student.weights)
     teacher = None
     if method_class(cfg.method.name).uses_teacher:
-        teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint)
+        teacher = build_model(cfg.teacher.name, data.num_classes, cfg.teacher.kwargs, cfg.teacher.checkpoint,
+                              cfg.teacher.weights)
     distiller = create_distiller(cfg.method.name, student=student, teacher=teacher,
                                  **method_params(cfg, data))
     if cfg.train.teacher_mode != "auto":

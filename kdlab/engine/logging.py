@@ -2,8 +2,9 @@
 
 Every event is one JSON line appended to ``run_dir/metrics.jsonl`` (``"event"`` is ``"train"``,
 ``"eval"`` or ``"info"``). TensorBoard scalars go to ``run_dir/tb`` when asked (and tensorboard is
-installed; otherwise one warning). A rich progress bar is shown only on a terminal with
-``progress=True``; otherwise a one-line summary is printed per epoch.
+installed; otherwise one warning). Optional back-ends (W&B with ``log.wandb: true``,
+:mod:`kdlab.engine.log_backends`) receive the same scalars and the summary. A rich progress bar is
+shown only on a terminal with ``progress=True``; otherwise a one-line summary is printed per epoch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdlab.engine.checkpoint import write_text_atomic
+from kdlab.engine.log_backends import LogBackend, open_backends
 
 _TB_WARNED = False
 _TRAIN_KEYS = {"event", "time", "epoch", "step", "lr", "loss", "top1", "img_per_s"}
@@ -34,11 +36,13 @@ def _clean(value: Any) -> Any:
 class RunLogger:
     """Writes a run's metrics to ``metrics.jsonl``, TensorBoard and the console."""
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True, progress: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, progress: bool = True,
+                 backends: list[LogBackend] | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self._tb = self._open_tensorboard() if tensorboard else None
+        self._backends = list(backends or ())
         self._progress = None
         self._task = None
         if progress and sys.stdout.isatty():
@@ -57,8 +61,10 @@ class RunLogger:
 
     @classmethod
     def from_config(cls, run_dir: str | Path, cfg: Any) -> RunLogger:
-        """The logger a run's config asks for (``train.tensorboard``, ``train.progress``)."""
-        return cls(run_dir, tensorboard=cfg.train.tensorboard, progress=cfg.train.progress)
+        """The logger a run's config asks for (``train.tensorboard``, ``train.progress``, ``log.*``)."""
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        return cls(run_dir, tensorboard=cfg.train.tensorboard, progress=cfg.train.progress,
+                   backends=open_backends(run_dir, cfg))
 
     def _open_tensorboard(self):
         global _TB_WARNED
@@ -88,10 +94,13 @@ class RunLogger:
         terms = {(f"term_{k}" if k in _TRAIN_KEYS or k in extra else k): v for k, v in terms.items()}
         self.log_event("train", epoch=epoch, step=step, lr=lr, **terms, loss=loss, top1=top1,
                        img_per_s=img_per_s, **extra)
+        scalars = {"lr": lr, **terms, "loss": loss, "top1": top1, "img_per_s": img_per_s}
         if self._tb is not None:
-            for k, v in {"lr": lr, **terms, "loss": loss, "top1": top1, "img_per_s": img_per_s}.items():
+            for k, v in scalars.items():
                 self._tb.add_scalar(f"train/{k}", v, step)
             self._tb.flush()
+        for b in self._backends:
+            b.scalars("train", scalars, step)
 
     def log_eval(self, split: str, *, epoch: int, step: int, metrics: dict[str, float],
                  **extra: Any) -> None:
@@ -103,6 +112,9 @@ class RunLogger:
                 if k in metrics:
                     self._tb.add_scalar(f"{split}/{k}", metrics[k], step)
             self._tb.flush()
+        tag = f"{split}_{extra['weights']}" if split == "test" and "weights" in extra else split
+        for b in self._backends:
+            b.scalars(tag, {k: metrics[k] for k in ("top1", "top5", "loss") if k in metrics}, step)
 
     def info(self, message: str) -> None:
         """A one-line notice: printed and recorded as an ``info`` event."""
@@ -140,7 +152,9 @@ class RunLogger:
 
     # ---- end ----------------------------------------------------------------------------
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        """Write ``summary.json`` (atomically)."""
+        """Write ``summary.json`` (atomically); back-ends get its scalar fields."""
+        for b in self._backends:
+            b.summary(_clean(summary))
         return write_text_atomic(self.run_dir / "summary.json", json.dumps(_clean(summary), indent=2) + "\n")
 
     def close(self) -> None:
@@ -150,3 +164,6 @@ class RunLogger:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        for b in self._backends:
+            b.close()
+        self._backends = []

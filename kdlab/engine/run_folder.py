@@ -6,7 +6,8 @@ Rules (the README's promise that no run is lost):
   ``.``/``..``, so ``out_dir/name`` never leaves ``out_dir``;
 * one process at a time: ``.lock`` holds the owner's pid and start time; a second run on the same
   folder is refused, a lock whose owner is gone is stale and taken over;
-* ``--resume`` needs ``checkpoints/last.pt``; without it nothing is touched and the command stops;
+* ``--resume`` needs ``checkpoints/last.pt``; without it nothing is touched and the command stops
+  (except after a finished init phase: ``init.pt`` alone restarts the main phase from it);
 * a fresh start in a folder that holds any run file (``last.pt``, ``best.pt``, ``metrics.jsonl``,
   ``summary.json``) is refused unless ``--overwrite``, which deletes them first;
 * on resume, temp files of dead writers are removed and ``metrics.jsonl`` is cut back (atomically) to
@@ -78,14 +79,13 @@ class RunFolder:
         self.metrics = self.dir / "metrics.jsonl"
         self.lock_path = self.dir / ".lock"
         self._me = f"{os.getpid()} {_start_time(os.getpid())}"
-        self.claimed: tuple[bool, bool] | None = None
+        self.claimed: tuple[tuple[bool, bool], bool] | None = None  # (resume, overwrite) asked -> decision
 
     # ---- lock ---------------------------------------------------------------------------
     def make(self) -> None:
         """Create the folder; an unusable ``out_dir`` (a file on the way, no permission) is one line."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self.ckpt_dir.mkdir(exist_ok=True)
         except OSError as e:
             raise KdlabError(f"cannot create the run folder {self.dir} ({e.strerror or e}); set out_dir to a "
                              "writable folder") from None
@@ -134,11 +134,17 @@ class RunFolder:
         Called by the experiment before anything is written (teacher caches) and again by the
         trainer; the second call with the same arguments does nothing.
         """
-        if self.claimed == (resume, overwrite):
-            return resume
+        asked = (resume, overwrite)
+        if self.claimed is not None and self.claimed[0] == asked:
+            return self.claimed[1]
         self.lock()
         try:
-            if resume:
+            if resume and not self.last.is_file() and self.init.is_file():
+                # killed after a finished init phase (AB/FT/FSP), before the first last.pt: the main
+                # phase starts again from init.pt; its partial log and files are dropped
+                self._clear(keep_init=True)
+                resume = False
+            elif resume:
                 if not self.last.is_file():
                     have = self.present()
                     what = f"it holds {', '.join(have)}" if have else "it holds no run files"
@@ -150,15 +156,18 @@ class RunFolder:
                 if have and not overwrite:
                     raise KdlabError(f"run folder {self.dir} already holds a run ({', '.join(have)}); continue it "
                                      "with --resume, replace it with --overwrite, or choose another name")
-                self.remove_dead_temp_files()
-                for f in (*RUN_FILES, "checkpoints/init.pt", "checkpoints/best.next.pt"):
-                    (self.dir / f).unlink(missing_ok=True)
-                shutil.rmtree(self.dir / "tb", ignore_errors=True)
+                self._clear(keep_init=False)
         except BaseException:
             self.unlock()
             raise
-        self.claimed = (resume, overwrite)
+        self.claimed = (asked, resume)
         return resume
+
+    def _clear(self, keep_init: bool) -> None:
+        self.remove_dead_temp_files()
+        for f in (*RUN_FILES, "checkpoints/best.next.pt", *(() if keep_init else ("checkpoints/init.pt",))):
+            (self.dir / f).unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "tb", ignore_errors=True)
 
     def remove_dead_temp_files(self) -> list[Path]:
         """Delete ``.<name>.*.tmp`` files of writers killed mid-write (we hold the lock: none is alive)."""

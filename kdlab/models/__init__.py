@@ -12,6 +12,7 @@ pre-activations, pooled embedding and classifier live, for :class:`kdlab.feature
 """
 
 from kdlab.models import (  # noqa: F401  (imported to register the zoo)
+    mobilenetv1,
     mobilenetv2,
     resnet_cifar,
     resnet_cifar_big,

@@ -1,12 +1,16 @@
 """Load weights from a checkpoint file into a model, with one-line errors when they do not fit.
 
 Accepted layouts: a raw state dict, or a dict holding it under ``student`` (kdlab's own
-checkpoints), ``model`` (RepDistiller, mdistiller, SimKD) or ``state_dict``
-(akamaster/pytorch_resnet_cifar10 and many others). Files load with ``weights_only=True``
-(:mod:`kdlab.safe_load`): a pickled ``nn.Module`` or other classes are refused with the
-``kdlab convert-checkpoint FILE --trust`` hint.
+checkpoints), ``model`` (RepDistiller, mdistiller, CKD-SW, SimKD), ``state_dict``
+(akamaster/pytorch_resnet_cifar10, the OFD and ReviewKD ImageNet scripts and many others) or
+``net`` (kuangliu/pytorch-cifar). Files load with ``weights_only=True`` (:mod:`kdlab.safe_load`):
+a pickled ``nn.Module`` or other classes are refused with the ``kdlab convert-checkpoint FILE
+--trust`` hint.
 A leading ``module.`` (DataParallel / DDP) and ``_orig_mod.`` (``torch.compile``) shared by all
-keys is stripped. Everything else in the file (e.g. ``best_prec1``, ``epoch``) is returned.
+keys is stripped. A whole distiller's state (mdistiller's and CKD-SW's ``best``/``latest`` files:
+``module.student.*`` next to ``module.teacher.*``; ReviewKD's files: ``student.*`` next to
+``abfs.*``) gives its ``student.*`` part. Everything else in the file (e.g. ``best_prec1``,
+``epoch``) is returned.
 
 Key names are never renamed: the zoo uses the references' module names instead (e.g. the option-A
 CIFAR ResNets name their classifier ``linear`` like akamaster's models).
@@ -24,7 +28,9 @@ from torch import Tensor, nn
 from kdlab.errors import KdlabError
 from kdlab.safe_load import safe_load
 
-STATE_KEYS = ("student", "model", "state_dict")
+STATE_KEYS = ("student", "model", "state_dict", "net")
+STUDENT_PREFIX = "student."  # a distiller's state: the student's part of it
+DISTILLER_MARKS = ("teacher.", "abfs.")  # keys that only a distiller's state has (mdistiller/CKD-SW, ReviewKD)
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -61,7 +67,13 @@ def split_checkpoint(obj: Any, source: str = "checkpoint") -> tuple[dict[str, Te
 
 
 def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Drop a ``module.`` / ``_orig_mod.`` prefix (repeatedly) when every key carries it."""
+    """Drop a ``module.`` / ``_orig_mod.`` prefix (repeatedly) when every key carries it, and keep
+    only the ``student.`` part (prefix dropped) of a whole distiller's state.
+
+    A distiller's state is recognised by a ``student.`` part next to a ``teacher.`` part
+    (mdistiller, CKD-SW) or ReviewKD's ``abfs.``; other wrappers (e.g. a SimKD inference model:
+    ``student.`` + ``projector.`` + ``classifier.``) are left alone and fail the key check.
+    """
     changed = True
     while changed and state:
         changed = False
@@ -69,6 +81,9 @@ def strip_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
             if all(k.startswith(prefix) for k in state):
                 state = {k[len(prefix):]: v for k, v in state.items()}
                 changed = True
+        if any(k.startswith(STUDENT_PREFIX) for k in state) and any(k.startswith(DISTILLER_MARKS) for k in state):
+            state = {k[len(STUDENT_PREFIX):]: v for k, v in state.items() if k.startswith(STUDENT_PREFIX)}
+            changed = True
     return state
 
 
