@@ -58,6 +58,8 @@ def test_train_distill_and_eval_a_detector_from_the_cli(tmp_path, coco_root, cap
     lines = [json.loads(x) for x in (tmp_path / "runs" / "dkd" / "metrics.jsonl").read_text().splitlines()]
     train = next(x for x in lines if x["event"] == "train")
     assert {"reviewkd", "dkd", "loss_classifier", "loss_objectness"} <= set(train)
+    val = next(x for x in lines if x["event"] == "eval" and x["split"] == "val")
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(val) and val["n"] == 2
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "runs" / "dkd"), "--split", "val"]) == 0
     out = json.loads(capsys.readouterr().out)
