@@ -5,6 +5,8 @@
 (b) distill: the same step plus the frozen teacher's forward (FPN levels and its ROI head on the
     student's proposals) and the method's loss (default ``det_reviewkd_dkd``, the heaviest: both).
 
+Detector heads: the CPU demo's small ones on a CPU (``--full-heads`` for torchvision's), torchvision's
+on a GPU.
 Random weights and random images with one or two random boxes (speed does not depend on them).
 The two alternate for a few rounds so a drift of the machine's speed hits both; medians and the
 ratio distill/plain (the cost of distilling, in plain steps) are printed. On a GPU the steps run
@@ -25,6 +27,7 @@ import torch
 
 import kdlab
 from kdlab.data.coco import DetectionBatch
+from kdlab.demo_detection import DETECTOR_KW
 from kdlab.models.detection import create_detector
 
 
@@ -73,11 +76,16 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--classes", type=int, default=11)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--full-heads", action="store_true",
+                   help="torchvision's RPN / ROI-head sizes (512 ROIs per image, 1024-wide box head) instead of "
+                        "the CPU demo's small ones (default on a GPU)")
     a = p.parse_args()
     device = torch.device(a.device)
     amp = device.type == "cuda"
     kw = dict(min_size=a.size, max_size=a.size, anchor_sizes=tuple(a.size // 8 * 2**i for i in range(5)),
               norm="bn")
+    if not (a.full_heads or device.type == "cuda"):
+        kw = {**DETECTOR_KW, **kw}
     t_name, s_name = a.pair.split(",")
     torch.manual_seed(0)
     teacher = create_detector(t_name, a.classes, **kw).to(device)
@@ -91,8 +99,9 @@ def main() -> None:
         rates["plain"].append(time_steps(plain, batches, device, amp))
         rates["distill"].append(time_steps(distill, batches, device, amp))
     med = {k: statistics.median(v) for k, v in rates.items()}
+    heads = "torchvision heads" if a.full_heads or device.type == "cuda" else "small CPU heads"
     print(f"{t_name} -> {s_name}, {a.method}, {a.size}px, batch {a.batch}, {device.type}"
-          f"{' bf16' if amp else ''}, {a.steps} steps x {a.rounds} rounds")
+          f"{' bf16' if amp else ''}, {heads}, {a.steps} steps x {a.rounds} rounds")
     print(f"plain student step   {med['plain']:8.1f} img/s")
     print(f"distillation step    {med['distill']:8.1f} img/s")
     print(f"distill / plain time {med['plain'] / med['distill']:8.2f}x")
