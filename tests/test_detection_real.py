@@ -20,7 +20,7 @@ def test_a_short_real_run_raises_ap50_above_the_untrained_students(tmp_path):
     root = extracted("tiny-imagenet-200-sub100.tar.gz")
     cfg = from_dict(Config, {
         "name": "mv2", "out_dir": str(tmp_path),
-        "data": {"dataset": "tiny-imagenet-det10", "root": str(root), "limit_per_class": 20, "image_size": 64,
+        "data": {"dataset": "tiny-imagenet-det10", "root": str(root), "limit_per_class": 40, "image_size": 64,
                  "batch_size": 8, "eval_batch_size": 16, "num_workers": 0, "val_fraction": 0.1},
         "student": {"name": "fasterrcnn_mobilenetv2_fpn", "kwargs": DETECTOR_KW},
         "method": {"name": "det_plain"}, "optim": {"lr": 0.02, "weight_decay": 1e-4},
@@ -31,7 +31,7 @@ def test_a_short_real_run_raises_ap50_above_the_untrained_students(tmp_path):
     untrained = evaluate_detection(exp.distiller.student, exp.val_loader)
     summary = run_experiment(cfg)
     trained = evaluate_checkpoint(summary["run_dir"], split="val")
-    assert trained["n"] == untrained["n"] == 20
+    assert trained["n"] == untrained["n"] == 40
     assert trained["AP50"] > untrained["AP50"] + 1.0, (untrained, trained)
 
 
