@@ -29,7 +29,7 @@ DETECTOR_KW = {"min_size": 64, "max_size": 64, "anchor_sizes": [8, 16, 32, 64, 1
 class DetectionDemo:
     teacher: str = "fasterrcnn_resnet18_fpn"
     student: str = "fasterrcnn_mobilenetv2_fpn"
-    epochs: int = 6
+    epochs: int = 4
     per_class: int = 30
     batch_size: int = 8
     lr: float = 0.02
