@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--table", action="store_true", help="only re-render the table from finished cells")
     b.add_argument("--baseline", help="method for the 95%% CI of the difference (default: the grid's baseline:)")
     b.add_argument("--out", help="parent folder of the bench folder (default: the grid's out_dir, runs/bench)")
-    b.add_argument("--cost", action="store_true", help="add cost columns (needs kdlab.workflow.cost)")
+    b.add_argument("--cost", action="store_true", help="add cost columns (params, MACs, extra params)")
     b.set_defaults(func=_cmd_bench)
 
     sw = sub.add_parser("sweep", help="tune a config's hyper-parameters with Optuna on the val split",

@@ -10,7 +10,6 @@ without the directory or the ``.yaml`` suffix, e.g. ``cifar100/kd/resnet32x4_res
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from kdlab.config_ranges import check_ranges
+from kdlab.config_yaml import YamlAliasError, load_yaml, read_config_text, yaml_problem
 from kdlab.errors import KdlabError, closest
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -45,6 +45,12 @@ class DataConfig:
     per_class: int = 0  # > 0: class-balanced training batches, this many images per class (CompKD's RKD: 5)
     cache_teacher: bool = False  # run the teacher once per training image before training (logit methods)
     cache_view: str = "augmented"  # what the teacher sees when caching: augmented (one seeded crop+flip) | clean
+    on_bad_file: str = "error"  # unreadable image file: error (one line naming it) | skip (warn, replace, count)
+    decode: str = "cpu"  # file sets: cpu (PIL/libjpeg-turbo in workers) | gpu (nvJPEG batch decode on CUDA)
+    reduced_decode: bool = True  # decode JPEGs at 1/2, 1/4, 1/8 size when the crop box allows it
+    pin_memory: bool | None = None  # pinned host batches (None: on CUDA)
+    prefetch: int = 1  # batches copied to the device ahead of use (file sets)
+    persistent_workers: bool = True  # keep DataLoader workers between epochs (file sets)
 
 
 @dataclass
@@ -164,55 +170,28 @@ class Config:
 # loading
 
 
-class _YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, plus YAML 1.2 floats: ``1e-3`` and ``3e-05`` are numbers, not strings.
-
-    (YAML 1.1, which PyYAML follows, wants a dot and a signed exponent, ``1.0e-3``; hyper-parameters
-    such as ``alpha: 3e-5`` would otherwise reach a method as the string ``'3e-5'``.)
-    """
-
-
-_YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def _no_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-
-_YamlLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                            lambda loader, node: _no_duplicate_keys(loader, node, deep=True))
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """``<problem> at line L, column C`` from a PyYAML error (its message spans several lines)."""
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    mark = getattr(e, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
-
-
-def load_yaml(text: str) -> Any:
-    """Parse YAML text with :class:`_YamlLoader` (safe, YAML 1.2 floats)."""
-    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+def shipped_yaml(spec: str | Path, folder: Path) -> Path | None:
+    """``spec`` when it is a file, else ``folder/spec`` or ``folder/spec.yaml`` (a shipped name), else None."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    for cand in (folder / p, folder / f"{spec}.yaml"):
+        if cand.is_file():
+            return cand
+    return None
 
 
 def resolve_config_path(spec: str | Path) -> Path:
     """A path to a YAML file, or the name of a shipped recipe (``cifar100/kd/resnet32x4_resnet8x4``)."""
+    found = shipped_yaml(spec, CONFIG_DIR)
+    if found is not None:
+        return found
     p = Path(spec)
-    if p.is_file():
-        return p
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{spec}.yaml"):
-        if cand.is_file():
-            return cand
+    if p.is_dir():
+        raise KdlabError(f"config {str(spec)!r} is a directory; give a YAML file or a shipped recipe name "
+                         "(`kdlab list configs`)")
+    if p.exists():  # neither a regular file nor a directory (a device, a FIFO...)
+        raise KdlabError(f"config {str(spec)!r} is not a regular file; give a YAML file")
     names = list_configs()
     near = closest(str(spec), names)
     hint = f"did you mean {', '.join(near)}?" if near else "see `kdlab list configs`"
@@ -229,10 +208,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise KdlabError(f"config {path} includes itself through 'base:'")
+    text = read_config_text(path, seen[-1] if seen else None)
     try:
-        raw = load_yaml(path.read_text()) or {}
+        raw = load_yaml(text) or {}
+    except YamlAliasError as e:
+        raise KdlabError(f"config {path}: {yaml_problem(e)}") from None
     except yaml.YAMLError as e:
-        raise KdlabError(f"config {path} is not valid YAML: {_yaml_problem(e)}") from None
+        raise KdlabError(f"config {path} is not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise KdlabError(f"config {path} must be a mapping of keys, got {type(raw).__name__}")
     base = raw.pop("base", None)
@@ -262,6 +244,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, _, text = item.partition("=")
         try:
             value = load_yaml(text) if text != "" else None
+        except YamlAliasError as e:
+            raise KdlabError(f"override {item!r}: {e.problem}") from None
         except yaml.YAMLError:
             value = text
         node = out

@@ -18,6 +18,7 @@ Two generic hooks, read from the method class, never from its name:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from kdlab.data.teacher_cache import (
 )
 from kdlab.data.tuples import build_tuple_loader
 from kdlab.engine import detection_eval  # noqa: F401  (registers the "detection" evaluator)
+from kdlab.engine.checkpoint import write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy
 from kdlab.engine.run_folder import RunFolder, check_run_name
 from kdlab.engine.trainer import Trainer
@@ -161,7 +163,8 @@ def load_data(cfg: Config) -> DataBundle:
                                     limit_per_class=d.limit_per_class, image_size=d.image_size, flip=d.flip)
     return build_dataset(d.dataset, d.root, val_fraction=d.val_fraction, split_seed=d.split_seed,
                          download=d.download, subset_size=d.subset_size, limit_per_class=d.limit_per_class,
-                         image_size=d.image_size, in_memory=d.in_memory, stratify=d.stratify)
+                         image_size=d.image_size, in_memory=d.in_memory, stratify=d.stratify,
+                         on_bad_file=d.on_bad_file, reduced_decode=d.reduced_decode)
 
 
 def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy, distiller: Distiller | None) -> Any:
@@ -188,7 +191,8 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
         contrast_negatives=int(distiller.contrast_negatives) if asks else 0,
         contrast_mode=distiller.contrast_mode if asks else "exact",
         seed=cfg.train.seed, channels_last=policy.channels_last, num_workers=d.num_workers,
-        per_class=d.per_class if train else 0,
+        per_class=d.per_class if train else 0, decode=d.decode, pin_memory=d.pin_memory,
+        prefetch=d.prefetch, persistent_workers=d.persistent_workers,
     )
 
 
@@ -302,4 +306,10 @@ def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False
     summary.setdefault("run_dir", str(exp.run_dir))
     summary.setdefault("params", count_parameters(exp.distiller.inference_model()))
     summary.setdefault("extra_params", exp.distiller.extra_parameters())
+    summary["bad_files"] = exp.data.bad_files.summary()  # unreadable image files met (data.on_bad_file)
+    written = exp.run_dir / "summary.json"
+    if written.is_file():
+        on_disk = json.loads(written.read_text())
+        on_disk["bad_files"] = summary["bad_files"]
+        write_text_atomic(written, json.dumps(on_disk, indent=2) + "\n")
     return summary

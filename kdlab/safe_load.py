@@ -43,4 +43,8 @@ def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any
 
 
 def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    """The informative part of a loading error, on one line (torch's weights-only text is long)."""
+    text = str(e).strip()
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -1,4 +1,4 @@
-"""Shared test set-up: one torch thread per test, global torch flags restored, optional no-fsync,
+"""Shared test set-up: one torch thread per test (and for shared fixtures), global torch flags restored, optional no-fsync,
 optional memoised shape probes.
 
 The tests use tiny tensors, for which one thread is as fast as two, and on a busy 2-core machine
@@ -10,6 +10,10 @@ import pytest
 import torch
 
 from kdlab.engine import checkpoint as checkpoint_module
+
+# module- and session-scoped fixtures (trained runs shared by a file's tests) run outside the
+# per-test fixture below: one thread for them too
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

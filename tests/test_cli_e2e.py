@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -165,27 +164,42 @@ def test_distill_on_a_few_hundred_real_tiny_imagenet_images(tmp_path, capsys):
     assert summary["val_top1"] > 3.0
 
 
+# `kdlab train`, SIGKILLed by itself right after its first mid-epoch checkpoint: a fixed kill point,
+# not a race between a polling test and a run whose speed depends on the machine's load
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+import kdlab.engine.trainer as trainer
+from kdlab.cli import main
+save = trainer.save_checkpoint
+def save_then_die(state, path, *args, **kwargs):
+    out = save(state, path, *args, **kwargs)
+    if os.path.basename(path) == "last.pt":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+trainer.save_checkpoint = save_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_a_killed_cli_run_resumes_to_the_same_weights(cifar_root, tmp_path):
-    """SIGKILL a real `kdlab train` process after its first mid-epoch checkpoint; `--resume` must
-    end with weights identical to an uninterrupted run (CPU, deterministic mode)."""
+    """SIGKILL a real `kdlab train` process right after its first mid-epoch checkpoint; `--resume`
+    must end with weights identical to an uninterrupted run (CPU, deterministic mode)."""
     base = tiny_recipe(cifar_root, tmp_path / "runs")
     base["train"].update({"deterministic": True, "checkpoint_every_steps": 5, "amp": "off"})
     base["schedule"]["epochs"] = 3
     cfg = write_yaml(tmp_path / "c.yaml", {**base, "student": {"name": "resnet8"}, "method": {"name": "ce"}})
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "kdlab.cli", "train", str(cfg)]
-    subprocess.run([*cmd, "--name", "ref"], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen([*cmd, "--name", "cut"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = ["train", str(cfg)]
+    subprocess.run([sys.executable, "-m", "kdlab.cli", *args, "--name", "ref"], check=True, env=env,
+                   capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, *args, "--name", "cut"], env=env,
+                          capture_output=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     last = tmp_path / "runs" / "cut" / "checkpoints" / "last.pt"
-    deadline = time.time() + 120
-    while not last.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert last.exists(), "the run finished or failed before its first checkpoint"
-    assert load_checkpoint_file(last)["global_step"] < 3 * 25, "killed too late to test anything"
-    subprocess.run([*cmd, "--name", "cut", "--resume"], check=True, env=env, capture_output=True)
+    assert load_checkpoint_file(last)["global_step"] == 5  # killed mid-epoch 1 of 3 (25 steps each)
+    subprocess.run([sys.executable, "-m", "kdlab.cli", *args, "--name", "cut", "--resume"], check=True, env=env,
+                   capture_output=True)
     a = load_checkpoint_file(tmp_path / "runs" / "ref" / "checkpoints" / "last.pt")["distiller"]
     b = load_checkpoint_file(last)["distiller"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -128,8 +128,8 @@ def _count_teacher_calls(monkeypatch, ckpt):
     seen = {"images": 0, "calls": 0}
     build = experiment.build_model
 
-    def counted(name, num_classes, kwargs, checkpoint):
-        model = build(name, num_classes, kwargs, checkpoint)
+    def counted(name, num_classes, kwargs, checkpoint, weights=None):
+        model = build(name, num_classes, kwargs, checkpoint, weights)
         if checkpoint == str(ckpt):
             def hook(m, i, o):
                 seen["images"] += i[0].shape[0]

@@ -85,3 +85,13 @@ def test_tiny_imagenet_classes_come_from_its_wnids_without_decoding():
     cfg = load_config(None, ["data.dataset=tiny-imagenet", f"data.root={root}", "student.name=resnet8"])
     assert data_facts(cfg) == {"num_classes": 100, "image_size": 64, "num_data": 45000}  # 100 x 500, 10% val
     assert model_cost(cfg)["num_classes"] == 100
+
+
+def test_bench_cost_columns_of_a_shipped_recipe():
+    from kdlab.config import resolve_config_path
+    from kdlab.workflow.cost import bench_columns
+
+    cols = bench_columns(resolve_config_path("cifar100/kd/resnet32x4_resnet8x4"))
+    # resnet8x4 on CIFAR-100: 1.23M parameters (methods.md section 3), 0.18G MACs (mdistiller); KD adds none
+    assert cols["params"] == "1.23M" and cols["MACs"] == "177.07M"
+    assert cols["extra params"] == "0"

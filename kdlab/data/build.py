@@ -12,10 +12,12 @@ The steps, the same for every registered dataset:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch.nn.functional as F
 
+from kdlab.data.bad_files import BadFileLog
 from kdlab.data.bundle import DataBundle
 from kdlab.data.catalog import DATASETS
 from kdlab.data.imagesets import FileImageSet, ImageSet, TensorImageSet
@@ -49,8 +51,9 @@ def resize_tensor_set(images: TensorImageSet, size: int) -> TensorImageSet:
 
 
 def _prepare(s: ImageSet, *, name: str, root: Path, image_size: int | None,
-             in_memory: bool | None) -> ImageSet:
+             in_memory: bool | None, bad_log: BadFileLog, reduced_decode: bool) -> ImageSet:
     if isinstance(s, FileImageSet):
+        s = replace(s, bad_log=bad_log, reduced_decode=reduced_decode)
         if image_size is not None:
             s = s.with_size(image_size)
         return to_memory(s, name=name, root=root, in_memory=in_memory, image_size=image_size)
@@ -62,7 +65,8 @@ def _prepare(s: ImageSet, *, name: str, root: Path, image_size: int | None,
 def build_dataset(name: str, root: str | Path, *, val_fraction: float = 0.1, split_seed: int = 0,
                   download: bool = False, subset_size: int | None = None,
                   limit_per_class: int | None = None, image_size: int | None = None,
-                  in_memory: bool | None = None, stratify: bool = True) -> DataBundle:
+                  in_memory: bool | None = None, stratify: bool = True, on_bad_file: str = "error",
+                  reduced_decode: bool = True) -> DataBundle:
     """Load dataset ``name`` from ``root`` as train / val / test :class:`ImageSet` s.
 
     ``val`` is a stratified ``val_fraction`` of the (capped, subset) training split, chosen by
@@ -70,9 +74,13 @@ def build_dataset(name: str, root: str | Path, *, val_fraction: float = 0.1, spl
     folders into one tensor when their images agree in size and fit in about 4 GB (``True`` always
     does, resizing to ``image_size``; ``False`` keeps files); datasets read from archives (CIFAR,
     Fashion-MNIST, digits) are tensors whatever it says. ``image_size`` resizes tensor sets and
-    sets the crop size of file sets (default 224 for ImageNet-style ones).
+    sets the crop size of file sets (default 224 for ImageNet-style ones). ``on_bad_file``
+    (``error`` | ``skip``) says what an unreadable image file does (:mod:`kdlab.data.bad_files`);
+    the bundle's ``bad_files`` log counts them. ``reduced_decode`` lets file sets decode JPEGs at
+    reduced size where the crop allows (:mod:`kdlab.data.transforms`).
     """
     _check(val_fraction, subset_size, limit_per_class, image_size)
+    bad_log = BadFileLog(on_bad_file)
     raw = DATASETS.get(name)(Path(root).expanduser(), download=download)
     train, test = raw.train, raw.test
     notes = [raw.train_source]
@@ -86,7 +94,8 @@ def build_dataset(name: str, root: str | Path, *, val_fraction: float = 0.1, spl
         train = train.subset(stratified_subset(train.targets, subset_size, split_seed, stratify))
         kind = "stratified" if stratify else "uniform"
         notes.append(f"random {kind} subset of {subset_size} (split_seed {split_seed})")
-    kw = dict(name=name, root=raw.root, image_size=image_size, in_memory=in_memory)
+    kw = dict(name=name, root=raw.root, image_size=image_size, in_memory=in_memory, bad_log=bad_log,
+              reduced_decode=reduced_decode)
     train, test = _prepare(train, **kw), _prepare(test, **kw)
     pool = len(train)
     val = None
@@ -102,4 +111,4 @@ def build_dataset(name: str, root: str | Path, *, val_fraction: float = 0.1, spl
         name=name, train=train, val=val, test=test, num_classes=len(raw.classes), classes=list(raw.classes),
         mean=mean, std=std, image_size=train.image_size, channels=3,
         splits_note=(f"train: {len(train)} images from the {train_note}; {val_note}; test: {len(test)} "
-                     f"images, {raw.test_source}, for final numbers only"))
+                     f"images, {raw.test_source}, for final numbers only"), bad_files=bad_log)

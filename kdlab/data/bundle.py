@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from kdlab.data.bad_files import BadFileLog
 from kdlab.data.imagesets import ImageSet
 
 
@@ -13,7 +14,8 @@ class DataBundle:
 
     ``train`` and ``val`` are disjoint parts of the official training split (``val`` is a seeded,
     stratified hold-out, None when ``val_fraction == 0``); ``test`` is the official test split, for
-    final numbers only. ``splits_note`` says in words where each split comes from.
+    final numbers only. ``splits_note`` says in words where each split comes from. ``bad_files``
+    records the unreadable image files met while loading and by the splits' loaders.
     """
 
     name: str
@@ -27,6 +29,7 @@ class DataBundle:
     image_size: tuple[int, int]
     channels: int
     splits_note: str
+    bad_files: BadFileLog = field(default_factory=BadFileLog)
 
     def __repr__(self) -> str:
         val = len(self.val) if self.val is not None else 0

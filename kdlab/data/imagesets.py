@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from kdlab.data.bad_files import BadFileLog
 from kdlab.data.decode import fit_pil
 
 FileMode = Literal["resized_crop", "fixed"]
@@ -99,6 +100,9 @@ class FileImageSet(ImageSet):
     ``mode`` picks the pipeline: ``"resized_crop"`` (ImageNet: RandomResizedCrop(crop) + flip for
     training, Resize(resize) + CenterCrop(crop) for evaluation) or ``"fixed"`` (every image is
     brought to ``crop`` (H, W) and augmented like a tensor set: padded random crop + flip).
+    ``reduced_decode`` lets JPEGs be decoded at 1/2, 1/4, 1/8 size when the crop box allows it
+    (:mod:`kdlab.data.transforms`). ``bad_log`` records unreadable files and says what to do with
+    them (:mod:`kdlab.data.bad_files`); subsets share it.
     """
 
     paths: tuple[str, ...]
@@ -106,6 +110,8 @@ class FileImageSet(ImageSet):
     crop: tuple[int, int] = (224, 224)
     resize: int = 256
     mode: FileMode = "resized_crop"
+    reduced_decode: bool = True
+    bad_log: BadFileLog = field(default_factory=BadFileLog, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if len(self.paths) != self.targets.numel():

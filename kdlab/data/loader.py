@@ -5,32 +5,38 @@ the device once; each batch is gathered, cropped, flipped and normalised there) 
 :class:`FileLoader` for a :class:`FileImageSet` (a torch DataLoader with workers decodes and, for
 ImageNet-style sets, crops each image; normalisation is done on the device).
 
-Reproducibility: everything random in an epoch (the shuffle order, crop offsets, flips, per-image
-seeds) is drawn up front from a dedicated ``torch.Generator`` seeded from ``(seed, epoch)``, never
-from the global RNG. ``set_epoch(e, start_batch=k)`` therefore makes the next pass yield exactly
-the batches k, k+1, ... an uninterrupted epoch e would have yielded. A pass started without
-``set_epoch`` uses the epoch after the previous pass (the first is epoch 1).
+Reproducibility: everything random in an epoch (the shuffle order, crop offsets, flips) is drawn
+up front from a dedicated ``torch.Generator`` seeded from ``(seed, epoch)``, never from the global
+RNG; the file pipelines' per-image draws (RandomResizedCrop box, flip) come from a generator
+seeded with ``sample_seeds(seed, epoch, index)`` (:mod:`kdlab.data.sample_rng`), a function of
+the dataset index alone, whichever worker, batch or process serves the sample.
+``set_epoch(e, start_batch=k)`` therefore makes the next pass yield exactly the batches k,
+k+1, ... an uninterrupted epoch e would have yielded. A pass started without ``set_epoch`` uses
+the epoch after the previous pass (the first is epoch 1).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from kdlab.data.augment import Normalizer, crop_flip
+from kdlab.data.bad_files import BadFileLog
 from kdlab.data.batch import Batch
 from kdlab.data.class_balanced import class_balanced_order
 from kdlab.data.contrast import ContrastSampler, batch_generator
+from kdlab.data.file_samples import FileBytes, FileSamples, collate_bytes, read_note
+from kdlab.data.gpu_decode import check_decode, decode_batch
 from kdlab.data.imagesets import FileImageSet, ImageSet, TensorImageSet
-from kdlab.data.transforms import file_transform
+from kdlab.data.sample_rng import sample_seeds
 from kdlab.errors import KdlabError
 
 
@@ -54,7 +60,7 @@ class EpochPlan:
     order: Tensor  # (N,) dataset indices in the order they are served
     offsets: Tensor | None  # (N, 2) crop offsets in the padded image
     flips: Tensor | None  # (N,) bool
-    seeds: Tensor | None  # (N,) per-image seeds (file pipelines)
+    seeds: Tensor | None  # (N,) per-image seeds (file pipelines): sample_seeds(seed, epoch, order)
 
 
 class Loader(ABC):
@@ -116,7 +122,7 @@ class Loader(ABC):
         if self.augment:
             offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
             flips = torch.rand(n, generator=g) < 0.5
-            seeds = torch.randint(0, 2**62, (n,), generator=g)
+            seeds = sample_seeds(self.seed, epoch, order)
         return EpochPlan(order, offsets, flips, seeds)
 
     def _begin(self) -> tuple[int, int, EpochPlan]:
@@ -161,23 +167,6 @@ class TensorLoader(Loader):
                         epoch=epoch, extra=self._extra(epoch, b, idx))
 
 
-class _FileDataset(Dataset):
-    """Decodes one file per key ``(index, seed)``; returns (uint8 image, target, index)."""
-
-    def __init__(self, files: FileImageSet, train: bool, flip: bool) -> None:
-        self.files, self.train, self.flip = files, train, flip
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int]:
-        i, seed = key
-        with Image.open(self.files.paths[i]) as im:
-            img = im.convert("RGB")
-        x = file_transform(self.files, img, train=self.train, flip=self.flip, seed=seed)
-        return x, int(self.files.targets[i]), i
-
-
 class _PlanSampler:
     """Batch sampler serving the keys of the pass the loader set in ``start`` / ``plan``.
 
@@ -201,28 +190,72 @@ class _PlanSampler:
 
 
 class FileLoader(Loader):
-    """Serves a :class:`FileImageSet` through a torch DataLoader with ``num_workers`` workers."""
+    """Serves a :class:`FileImageSet` through a torch DataLoader with ``num_workers`` workers.
 
-    def __init__(self, images: FileImageSet, *, num_workers: int, **kw) -> None:
+    ``decode="cpu"``: workers decode (PIL, libjpeg-turbo, reduced-size when the crop allows) and
+    crop; ``"gpu"``: workers read bytes, the batch is decoded and cropped on the CUDA device
+    (:mod:`kdlab.data.gpu_decode`). Host batches are pinned (``pin_memory``, default on CUDA) and
+    the next ``prefetch`` batches are copied to the device ahead of use. Unreadable files follow
+    the set's ``bad_log`` policy; :attr:`bad_files` is that log.
+    """
+
+    def __init__(self, images: FileImageSet, *, num_workers: int, decode: str = "cpu",
+                 pin_memory: bool | None = None, prefetch: int = 1, persistent_workers: bool = True,
+                 **kw) -> None:
         super().__init__(images, **kw)
-        self.files = images
+        check_int("data.prefetch", prefetch, 0)
+        check_decode(decode, self.device)
+        self.files, self.decode, self.prefetch = images, decode, prefetch
         self.sampler = _PlanSampler(self.batch_size, len(self), len(images), self.plan(1))
+        gpu = decode == "gpu" and images.mode == "resized_crop"  # fixed-size sets: small, decoded by workers
+        samples = (FileBytes if gpu else FileSamples)(images, train=self.augment, flip=self.flip)
+        pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
         self.loader = DataLoader(
-            _FileDataset(images, train=self.augment, flip=self.flip), batch_sampler=self.sampler,
-            num_workers=num_workers, pin_memory=self.device.type == "cuda",
-            persistent_workers=num_workers > 0, generator=torch.Generator())
+            samples, batch_sampler=self.sampler, num_workers=num_workers,
+            pin_memory=pin and not gpu and torch.cuda.is_available(),
+            persistent_workers=persistent_workers and num_workers > 0,
+            collate_fn=collate_bytes if gpu else None, generator=torch.Generator())
+
+    @property
+    def bad_files(self) -> BadFileLog:
+        """Unreadable files met so far (shared with the dataset's other loaders)."""
+        return self.files.bad_log
+
+    def _host_batches(self, start: int) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+        """(batch number, uint8 images on the device or host, targets, indices), notes applied."""
+        log = self.files.bad_log
+        for b, item in enumerate(self.loader, start=start):
+            if self.decode == "gpu":
+                datas, boxes, flips, target, index, notes = item
+                for note in notes:
+                    read_note(note, log)
+                paths = [self.files.paths[i] for i in index.tolist()]
+                x, source = decode_batch(datas, boxes, flips, paths, crop=self.files.crop,
+                                         device=self.device, log=log)
+                pick = torch.tensor(source)
+                yield b, x, target[pick], index[pick]
+            else:
+                x, target, index, notes = item
+                for note in notes:
+                    read_note(note, log)
+                yield b, x, target, index
 
     def __iter__(self) -> Iterator[Batch]:
         epoch, start, plan = self._begin()
         self.sampler.start, self.sampler.plan = start, plan
         fixed = self.files.mode == "fixed"
-        for b, (x, target, index) in enumerate(self.loader, start=start):
+        ahead: deque[Batch] = deque()
+        for b, x, target, index in self._host_batches(start):
             lo, hi = self._bounds(b)
             x = self._finish(x.to(self.device, non_blocking=True), plan, lo, hi, crop=fixed)
             index = index.to(self.device, non_blocking=True)
-            yield Batch(x, target.to(self.device, non_blocking=True),
-                        index if self.with_index or self.contrast else None, epoch=epoch,
-                        extra=self._extra(epoch, b, index))
+            ahead.append(Batch(x, target.to(self.device, non_blocking=True),
+                               index if self.with_index or self.contrast else None, epoch=epoch,
+                               extra=self._extra(epoch, b, index)))
+            if len(ahead) > self.prefetch:
+                yield ahead.popleft()
+        while ahead:
+            yield ahead.popleft()
 
 
 def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torch.device | str = "cpu",
@@ -230,7 +263,8 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
                  crop_padding: int = 4, flip: bool = True, drop_last: bool = False,
                  with_index: bool = False, seed: int = 0, channels_last: bool = False,
                  num_workers: int = 2, contrast_negatives: int = 0, contrast_mode: str = "exact",
-                 per_class: int = 0) -> Loader:
+                 per_class: int = 0, decode: str = "cpu", pin_memory: bool | None = None, prefetch: int = 1,
+                 persistent_workers: bool = True) -> Loader:
     """A loader over ``images`` yielding normalised float32 batches on ``device``.
 
     ``train`` shuffles (and by default augments: padded random crop + flip for tensor-style sets,
@@ -239,7 +273,9 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
     ``contrast_negatives=K > 0`` adds ``batch.extra["contrast_index"]`` (B×(K+1): the positive, then
     K samples of other classes; ``contrast_mode`` "exact" or "relax", see :mod:`kdlab.data.contrast`)
     and ``batch.index``. ``per_class=m > 0`` makes training batches class-balanced: m images from
-    each of batch_size/m random classes (:mod:`kdlab.data.class_balanced`).
+    each of batch_size/m random classes (:mod:`kdlab.data.class_balanced`). ``decode``,
+    ``pin_memory`` (None: on CUDA), ``prefetch`` (batches copied to the device ahead) and
+    ``persistent_workers`` only matter for file sets (:class:`FileLoader`).
     """
     check_int("data.batch_size" if train else "data.eval_batch_size", batch_size, 1)
     check_int("data.num_workers", num_workers, 0)
@@ -250,5 +286,6 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
     if isinstance(images, TensorImageSet):
         return TensorLoader(images, **kw)
     if isinstance(images, FileImageSet):
-        return FileLoader(images, num_workers=num_workers, **kw)
+        return FileLoader(images, num_workers=num_workers, decode=decode, pin_memory=pin_memory,
+                          prefetch=prefetch, persistent_workers=persistent_workers, **kw)
     raise TypeError(f"no loader for {type(images).__name__}")

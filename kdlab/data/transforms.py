@@ -1,64 +1,144 @@
 """Per-image transforms for file-backed sets, with randomness from an explicit generator.
 
-The loader gives every sample of an epoch its own seed (drawn from the epoch's generator), so a
-sample's crop and flip do not depend on which worker decodes it or where a resumed run starts.
-RandomResizedCrop's parameters are drawn the way torchvision draws them, from that generator.
+ImageNet-style (``resized_crop``) sets follow torchvision's reference recipe exactly:
+
+* training: ``RandomResizedCrop(crop)`` + ``RandomHorizontalFlip``; the crop box is drawn by
+  :func:`resized_crop_params`, which makes the same draws, in the same order, as
+  ``torchvision.transforms.RandomResizedCrop.get_params`` (so a generator seeded like torch's
+  global RNG gives the same box), from the sample's own generator (:mod:`kdlab.data.sample_rng`);
+* evaluation: ``Resize(resize)`` (shorter side) + ``CenterCrop(crop)``, done as one PIL resize of
+  the box that the centre crop keeps, in original-image coordinates (:func:`eval_box`): the same
+  sampling positions and filter support as resizing the whole image and then cropping it.
+
+Both read the JPEG at reduced size when the box allows it (:func:`decode_for_box`): libjpeg-turbo
+scales by 1/2, 1/4 or 1/8 during decoding when the box still has at least the output's
+resolution after that scaling, and the box is mapped to the reduced image, so it is the same box
+of the original image. Outputs are uint8 3 x H x W tensors; normalisation is done batch-wise later.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import warnings
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as TF
 
+from kdlab.data.bad_files import DECODE_ERRORS, BadImageFile, reason
 from kdlab.data.decode import fit_pil
 from kdlab.data.imagesets import FileImageSet
+
+Box = tuple[float, float, float, float]  # (left, top, right, bottom) in original-image pixels
 
 
 def resized_crop_params(height: int, width: int, g: torch.Generator,
                         scale: tuple[float, float] = (0.08, 1.0),
                         ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a RandomResizedCrop window, drawn from ``g``."""
+    """(top, left, h, w) of a RandomResizedCrop window, drawn from ``g`` as torchvision draws it."""
     area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    log_ratio = torch.log(torch.tensor(ratio))
     for _ in range(10):
-        u = torch.rand(2, generator=g).tolist()
-        target = area * (scale[0] + u[0] * (scale[1] - scale[0]))
-        aspect = math.exp(log_ratio[0] + u[1] * (log_ratio[1] - log_ratio[0]))
-        w = round(math.sqrt(target * aspect))
-        h = round(math.sqrt(target / aspect))
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=g).item()
+        aspect = math.exp(torch.empty(1).uniform_(log_ratio[0].item(), log_ratio[1].item(), generator=g).item())
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (1,), generator=g))
-            left = int(torch.randint(0, width - w + 1, (1,), generator=g))
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=g).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=g).item())
             return top, left, h, w
     in_ratio = width / height  # fallback: the central crop, as torchvision does
-    if in_ratio < ratio[0]:
-        w, h = width, round(width / ratio[0])
-    elif in_ratio > ratio[1]:
-        h, w = height, round(height * ratio[1])
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def file_transform(files: FileImageSet, img: Image.Image, *, train: bool, flip: bool,
-                   seed: int) -> Tensor:
-    """One image of ``files`` as a uint8 3 x H x W tensor at ``files.crop``.
+def eval_box(height: int, width: int, resize: int, crop: tuple[int, int]) -> Box:
+    """The box of the original image that ``Resize(resize)`` + ``CenterCrop(crop)`` keeps."""
+    short, long = (height, width) if height <= width else (width, height)
+    new_short, new_long = resize, int(resize * long / short)  # torchvision's rounding
+    new_h, new_w = (new_short, new_long) if height <= width else (new_long, new_short)
+    top = int(round((new_h - crop[0]) / 2.0))
+    left = int(round((new_w - crop[1]) / 2.0))
+    sy, sx = height / new_h, width / new_w
+    return left * sx, top * sy, (left + crop[1]) * sx, (top + crop[0]) * sy
 
-    ``resized_crop`` mode: RandomResizedCrop + flip (train) or Resize + CenterCrop (eval).
-    ``fixed`` mode: only brought to the set's size; its augmentation is done batch-wise later.
+
+def draft_scale(box: Box, out: tuple[int, int]) -> int:
+    """The largest JPEG DCT scale (1, 2, 4, 8) that keeps ``box`` at >= ``out`` (H, W) pixels."""
+    fit = min((box[2] - box[0]) / out[1], (box[3] - box[1]) / out[0])
+    return next((s for s in (8, 4, 2) if fit >= s), 1)
+
+
+def resized_size(height: int, width: int, resize: int) -> tuple[int, int]:
+    """(H, W) after torchvision's ``Resize(resize)`` (shorter side to ``resize``)."""
+    if height <= width:
+        return resize, int(resize * width / height)
+    return int(resize * height / width), resize
+
+
+def decode_tensor(data: bytes, im: Image.Image, scale: int) -> Tensor:
+    """The image as uint8 3 x H x W (channels-last memory), decoded at 1/``scale`` size.
+
+    ``scale`` 1: ``torchvision.io.decode_jpeg`` (libjpeg-turbo) for JPEGs, else ``decode_image``,
+    else PIL. ``scale`` > 1: PIL's draft mode, where libjpeg-turbo scales in the DCT domain.
     """
-    if files.mode == "fixed":
-        img = fit_pil(img, files.crop)
-    elif train:
-        g = torch.Generator().manual_seed(seed)
-        top, left, h, w = resized_crop_params(img.height, img.width, g)
-        img = TF.resized_crop(img, top, left, h, w, list(files.crop), antialias=True)
-        if flip and float(torch.rand(1, generator=g)) < 0.5:
-            img = TF.horizontal_flip(img)
-    else:
-        img = TF.center_crop(TF.resize(img, files.resize, antialias=True), list(files.crop))
-    return TF.pil_to_tensor(img)
+    if scale == 1 and data[:2] == b"\xff\xd8":
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*decoding and encoding capabilities",
+                                    category=DeprecationWarning)
+            try:
+                return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            except RuntimeError:
+                pass  # CMYK or damaged: PIL says which
+    if scale > 1:
+        w, h = im.size
+        im.draft("RGB", (-(-w // scale), -(-h // scale)))  # PIL picks the scale from this size
+    rgb = im.convert("RGB")
+    return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
+
+
+def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
+                g: torch.Generator | None) -> Tensor:
+    """File ``path`` of ``files`` as a uint8 3 x H x W tensor at ``files.crop`` (see module doc).
+
+    The crop and resize run on uint8 tensors (torch's antialiased bilinear kernel, a port of
+    PIL's, within one grey level of it and faster). ``fixed`` mode: only brought to the set's
+    size; its augmentation is done batch-wise later. Raises
+    :class:`~kdlab.data.bad_files.BadImageFile` when the file cannot be decoded.
+    """
+    out = files.crop
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        with Image.open(io.BytesIO(data)) as im:
+            if files.mode == "fixed":
+                return TF.pil_to_tensor(fit_pil(im.convert("RGB"), out))
+            w, h = im.size
+            if train:
+                top, left, ch, cw = resized_crop_params(h, w, g)
+                box: Box = (left, top, left + cw, top + ch)
+            else:
+                box = eval_box(h, w, files.resize, out)
+            s = draft_scale(box, out) if files.reduced_decode and im.format == "JPEG" else 1
+            img = decode_tensor(data, im, s)
+        s = w / img.shape[-1]  # the scale the decoder used (1 when it could not reduce)
+        if train:
+            t, lf = min(round(top / s), img.shape[-2] - 1), min(round(left / s), img.shape[-1] - 1)
+            x = TF.resize(img[:, t:t + max(1, round(ch / s)), lf:lf + max(1, round(cw / s))], list(out),
+                          antialias=True)
+            if flip and float(torch.rand(1, generator=g)) < 0.5:
+                x = x.flip(-1)
+        else:
+            x = TF.center_crop(TF.resize(img, list(resized_size(h, w, files.resize)), antialias=True), list(out))
+        return x.contiguous()
+    except DECODE_ERRORS as e:
+        raise BadImageFile(path, reason(e)) from None

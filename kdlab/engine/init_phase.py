@@ -2,9 +2,13 @@
 
 Before the main training, such a method optimises only its :meth:`init_parameters` on its
 :meth:`init_losses` for ``init_epochs`` epochs at a constant learning rate (``init_lr``, else
-``optim.lr``) with the run's SGD settings. The result is saved to ``checkpoints/init.pt``: a run
-killed after the init phase does not redo it when resumed; one killed during it redoes it from
-the start (it is seeded, so the outcome is the same).
+``optim.lr``) with the run's SGD settings. Which modules run in train mode is the distiller's
+``train()``, called with ``phase == "init"`` (set on compose parts too) at each init epoch: as
+RepDistiller's pretrain, AB and FSP leave the student in eval mode except its feature modules
+(``init_modules``), FT leaves the whole student in eval mode and trains its paraphraser only.
+The result is saved to ``checkpoints/init.pt``: a run killed after the init phase does not
+redo it when resumed; one killed during it redoes it from the start (it is seeded, so the
+outcome is the same).
 """
 
 from __future__ import annotations
@@ -25,6 +29,14 @@ if TYPE_CHECKING:
     from kdlab.engine.trainer import Trainer
 
 
+def _set_phase(d: torch.nn.Module, phase: str) -> None:
+    """``phase`` on the distiller and on any distiller inside it (a compose part with the init phase),
+    so that each part's ``train()`` puts its modules in the init phase's modes."""
+    for m in d.modules():
+        if isinstance(getattr(m, "phase", None), str) and hasattr(m, "init_losses"):
+            m.phase = phase
+
+
 def run_init_phase(trainer: Trainer, path: Path) -> None:
     """Run (or reload from ``path``) the distiller's init phase."""
     d = trainer.distiller
@@ -41,7 +53,7 @@ def run_init_phase(trainer: Trainer, path: Path) -> None:
     opt = build_optimizer(params, replace(trainer.cfg.optim, lr=lr))
     policy = trainer.policy
     loader = trainer.train_loader
-    d.phase = "init"
+    _set_phase(d, "init")
     try:
         for epoch in range(1, d.init_epochs + 1):
             if hasattr(loader, "set_epoch"):
@@ -71,6 +83,6 @@ def run_init_phase(trainer: Trainer, path: Path) -> None:
             trainer.logger.log_event("init", epoch=epoch, loss=total / max(n, 1), lr=lr)
             trainer.logger.print(f"init epoch {epoch}/{d.init_epochs} | loss {total / max(n, 1):.4f}")
     finally:
-        d.phase = "main"
+        _set_phase(d, "main")
     save_checkpoint({"distiller": d.state_dict_without_teacher(), "init_epochs": d.init_epochs,
                      "rng": capture_rng_state()}, path)

@@ -11,14 +11,15 @@ from kdlab import losses
 from kdlab.data.batch import Batch
 from kdlab.features import Features
 from kdlab.methods.base import Distiller, Needs
-from kdlab.methods.modules.connectors import feature_parameters, like, pair_stages, probe_maps
+from kdlab.methods.modules.connectors import like, pair_stages, probe_maps
 from kdlab.methods.modules.conv_reg import ConvReg
+from kdlab.methods.modules.feature_modules import FeatureInitMixin, check_init_modules
 from kdlab.methods.registry import register_method
 
 
 @register_method("ab", paper="Heo et al., Knowledge Transfer via Distillation of Activation Boundaries Formed "
                              "by Hidden Neurons, AAAI 2019")
-class AB(Distiller):
+class AB(FeatureInitMixin, Distiller):
     """Activation boundaries: an init phase on the AB loss (connectors + student features), then CE only.
 
     RepDistiller ``distiller_zoo/AB.py``, ``models/util.py`` (Connector), ``helper/pretrain.py``
@@ -28,17 +29,24 @@ class AB(Distiller):
       identity where channels and size match, else :class:`ConvReg` without ReLU (conv + BN);
     * loss per stage :func:`kdlab.losses.ab` with margin 1, divided by the batch size, times
       3/1000, stage weight ``2^(i−L+1)`` (deepest 1, then 1/2, 1/4, …);
-    * **init phase** (``init_epochs`` = 30, at the run's lr unless ``init_lr``): trains the
-      connectors and the student's feature modules (everything except its classifier) on the AB
-      loss only; **main phase**: ``ce_weight``·CE only (RepDistiller passes ``-b 1`` but sets the
+    * **init phase** (``init_epochs`` = 30, at the run's lr unless ``init_lr``, the run's SGD
+      momentum and weight decay): trains the connectors and the student's feature modules on the
+      AB loss only. ``init_modules="features"`` (default, as RepDistiller: ``model_s.eval()`` then
+      ``init_modules.train()`` over the connector and ``get_feat_modules()``) trains the modules
+      up to the last stage in train mode; the rest of the student stays in eval mode and is not
+      optimised, so a WRN's final BN (whose output is the deepest pre-activation tap) normalises
+      with its initial running statistics and keeps its weights
+      (:mod:`kdlab.methods.modules.feature_modules`). ``init_modules="all_but_classifier"`` is
+      kdlab's earlier behaviour: every student parameter but the classifier's, whole student in
+      train mode (batch statistics in that final BN);
+    * **main phase**: ``ce_weight``·CE only (RepDistiller passes ``-b 1`` but sets the
       distillation loss to 0 for AB); the connectors are then unused and not optimised, and the
       teacher is not run.
 
     Deviations: RepDistiller asserts equal stage counts; here stages are paired from the shallow
     end (``zip``) and the extra deep ones dropped. Where a student map is smaller than the
     teacher's by a ratio other than 2, the ConvReg pools the teacher map to the student's size
-    (see :mod:`kdlab.methods.modules.conv_reg`). "Everything except the classifier" includes a WRN's
-    final BN (RepDistiller's ``get_feat_modules`` leaves it out). Connectors are sized from a dummy
+    (see :mod:`kdlab.methods.modules.conv_reg`). Connectors are sized from a dummy
     forward at ``image_size``. On a WRN (pre-activation), "pre-ReLU" is the output of the next
     block's BN, as in mdistiller (pitfall 15).
     """
@@ -47,7 +55,8 @@ class AB(Distiller):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, init_epochs: int = 30,
                  init_lr: float | None = None, margin: float = 1.0, weight: float = 3e-3,
-                 ce_weight: float = 1.0, image_size: int = 32) -> None:
+                 ce_weight: float = 1.0, init_modules: str = "features", image_size: int = 32) -> None:
+        check_init_modules("ab", init_modules)
         super().__init__(student, teacher)
         s_maps = probe_maps(student, image_size, "preact", "ab", "student")[1:]
         t_maps = probe_maps(teacher, image_size, "preact", "ab", "teacher")[1:]
@@ -62,6 +71,8 @@ class AB(Distiller):
         self.margin = margin
         self.weight = weight
         self.ce_weight = ce_weight
+        self.init_modules = init_modules
+        self.image_size = image_size
 
     def ab_loss(self, s: Features, t: Features) -> Tensor:
         fs, ft = s.preact[1:], t.preact[1:]
@@ -77,7 +88,7 @@ class AB(Distiller):
 
     def init_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.connectors.parameters()
-        yield from feature_parameters(self.student)
+        yield from self.init_student_parameters()
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """The main phase optimises the student only (the connectors served the init phase)."""

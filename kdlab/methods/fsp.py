@@ -12,13 +12,14 @@ from kdlab.data.batch import Batch
 from kdlab.errors import KdlabError
 from kdlab.features import Features
 from kdlab.methods.base import Distiller, Needs
-from kdlab.methods.modules.connectors import feature_parameters, pair_stages, probe_maps
+from kdlab.methods.modules.connectors import pair_stages, probe_maps
+from kdlab.methods.modules.feature_modules import FeatureInitMixin, check_init_modules
 from kdlab.methods.registry import register_method
 
 
 @register_method("fsp", paper="Yim et al., A Gift from Knowledge Distillation: Fast Optimization, Network "
                               "Minimization and Transfer Learning, CVPR 2017")
-class FSP(Distiller):
+class FSP(FeatureInitMixin, Distiller):
     """Flow of solution procedure: an init phase on the FSP loss (student features), then CE only.
 
     RepDistiller ``distiller_zoo/FSP.py`` and ``helper/pretrain.py`` (methods.md §1.16, pitfall 11):
@@ -26,9 +27,15 @@ class FSP(Distiller):
     (stem included: RepDistiller's ``feat[:-1]``), the deeper of each consecutive pair pooled to
     the shallower's size; ``Σ_pairs mean((G_s − G_t)²)`` (:func:`kdlab.losses.fsp`).
 
-    * **init phase** (``init_epochs`` = 30, at the run's lr unless ``init_lr``): the student's
-      feature modules (everything except its classifier) on ``weight``·FSP (weight 1, as the
-      reference sums the terms unweighted);
+    * **init phase** (``init_epochs`` = 30, at the run's lr unless ``init_lr``, the run's SGD
+      momentum and weight decay): the student's feature modules on ``weight``·FSP (weight 1, as
+      the reference sums the terms unweighted). ``init_modules="features"`` (default, as
+      RepDistiller's ``model_s.eval()`` then ``get_feat_modules().train()``): the layers up to the
+      last stage train in train mode, the rest of the student (a WRN's final BN, MobileNetV2's
+      last 1x1 conv, ShuffleNetV2's conv2/bn2, the classifier) stays in eval mode, so its running
+      statistics do not move (:mod:`kdlab.methods.modules.feature_modules`);
+      ``init_modules="all_but_classifier"``: kdlab's earlier behaviour, every student parameter
+      but the classifier's, whole student in train mode;
     * **main phase**: ``ce_weight``·CE only (RepDistiller sets β=50 but the distillation loss to 0);
       the teacher is not run.
 
@@ -41,7 +48,8 @@ class FSP(Distiller):
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, *, init_epochs: int = 30,
                  init_lr: float | None = None, weight: float = 1.0, ce_weight: float = 1.0,
-                 image_size: int = 32) -> None:
+                 init_modules: str = "features", image_size: int = 32) -> None:
+        check_init_modules("fsp", init_modules)
         super().__init__(student, teacher)
         s_maps = probe_maps(student, image_size, "stages", "fsp", "student")
         t_maps = probe_maps(teacher, image_size, "stages", "fsp", "teacher")
@@ -57,6 +65,8 @@ class FSP(Distiller):
         self.init_lr = init_lr
         self.weight = weight
         self.ce_weight = ce_weight
+        self.init_modules = init_modules
+        self.image_size = image_size
 
     def fsp_loss(self, s: Features, t: Features) -> Tensor:
         fs = [s.stages[i] for i, _ in self.pairs]
@@ -67,7 +77,7 @@ class FSP(Distiller):
         return {"fsp": self.fsp_loss(s, t)}
 
     def init_parameters(self) -> Iterator[nn.Parameter]:
-        return feature_parameters(self.student)
+        return self.init_student_parameters()
 
     def teacher_features(self, batch: Batch) -> Features | None:
         return super().teacher_features(batch) if self.phase == "init" else None

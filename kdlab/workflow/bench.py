@@ -31,8 +31,7 @@ def run_bench(grid_spec: str, overrides: Sequence[str] = (), *, jobs: int = 1, d
     groups = build_table(results, base)
     notes = [f"{len(pending)} of {len(cells)} cells not finished: {', '.join(pending[:5])}"] if pending else []
     if cost:
-        note = cost_columns(groups)
-        notes += [note] if note else []
+        cost_columns(groups)
     paths = write_all(groups, bench_dir, base, notes)
     print_rich(groups, base, title=f"bench {grid.name}: {len(results)} finished cells")
     for n in notes:

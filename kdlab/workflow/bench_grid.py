@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdlab.config import Config, load_config, load_yaml, resolve_config_path
+from kdlab.config import Config, load_config, load_yaml, resolve_config_path, shipped_yaml
 from kdlab.errors import KdlabError, closest
 
 GRID_DIR = Path(__file__).resolve().parent.parent / "grids"
@@ -62,12 +62,9 @@ class Grid:
 
 def resolve_grid_path(spec: str | Path) -> Path:
     """A grid file, or the name of a shipped grid (``kdlab/grids/<name>.yaml``)."""
-    p = Path(spec)
-    if p.is_file():
-        return p
-    for cand in (GRID_DIR / p, GRID_DIR / f"{spec}.yaml"):
-        if cand.is_file():
-            return cand
+    found = shipped_yaml(spec, GRID_DIR)
+    if found is not None:
+        return found
     names = sorted(q.stem for q in GRID_DIR.glob("*.yaml"))
     near = closest(str(spec), names)
     hint = f"did you mean {', '.join(near)}?" if near else f"shipped grids: {', '.join(names)}"

@@ -12,7 +12,7 @@ and ``summary.json`` (``val_top1``, ``test_top1_at_best_val``, ``test_top1_last`
 * against a named baseline method on the same pair (``--baseline kd``): the difference of mean test
   top-1 at best val with Welch's 95% t-interval over seeds (:func:`kdlab.workflow.stats.welch_interval`).
 
-Optional cost columns come from ``kdlab.workflow.cost`` (another module) when it is installed.
+Optional cost columns (``--cost``) come from :func:`kdlab.workflow.cost.bench_columns`.
 """
 
 from __future__ import annotations
@@ -125,19 +125,9 @@ def build_table(results: list[CellResult], baseline: str | None = None) -> list[
     return sorted(groups.values(), key=lambda g: (g.dataset, g.pair, g.setting, g.method != "ce", g.method))
 
 
-def cost_columns(groups: list[Group]) -> str | None:
-    """Fill ``stats['cost']`` from ``kdlab.workflow.cost.bench_columns(config_path) -> {column: text}``.
+def cost_columns(groups: list[Group]) -> None:
+    """Fill ``stats['cost']`` from :func:`kdlab.workflow.cost.bench_columns` (one cell's config per group)."""
+    from kdlab.workflow.cost import bench_columns
 
-    That module is written separately; when it is absent (or lacks ``bench_columns``) nothing is
-    added and the returned note says so.
-    """
-    try:
-        from kdlab.workflow import cost  # noqa: PLC0415 - optional, written in another branch
-    except ImportError:
-        return "cost columns skipped: kdlab.workflow.cost is not installed"
-    fn = getattr(cost, "bench_columns", None)
-    if fn is None:
-        return "cost columns skipped: kdlab.workflow.cost has no bench_columns(config_path)"
     for g in groups:
-        g.stats["cost"] = dict(fn(g.cells[0].config_path))
-    return None
+        g.stats["cost"] = dict(bench_columns(g.cells[0].config_path))

@@ -209,3 +209,13 @@ def cost_table(cost: dict[str, Any], spd: dict[str, Any] | None = None) -> list[
                  ("peak memory", f"{spd['peak_memory_mb']:.0f} MiB ({spd['peak_memory_kind']})")]
     rows.append(("units", "MACs = multiply-accumulates (FLOPs/2), as papers quote 'FLOPs'"))
     return rows
+
+
+def bench_columns(config_path: str | Path) -> dict[str, str]:
+    """The cost columns of a ``kdlab bench`` table for one cell's config: deployed student's params
+    and MACs per image, the method's extra trainable params (no timing: tables stay reproducible)."""
+    from kdlab.config import load_config
+
+    c = model_cost(load_config(config_path))
+    return {"params": _fmt(c["student_params"]), "MACs": _fmt(c["student_macs"]),
+            "extra params": _fmt(c["extra_params"])}

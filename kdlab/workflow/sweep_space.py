@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdlab.config import load_yaml
+from kdlab.config import load_yaml, shipped_yaml
 from kdlab.errors import KdlabError, closest
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -51,12 +51,9 @@ class Space:
 
 
 def resolve_space_path(spec: str | Path) -> Path:
-    p = Path(spec)
-    if p.is_file():
-        return p
-    for cand in (SWEEP_DIR / p, SWEEP_DIR / f"{spec}.yaml"):
-        if cand.is_file():
-            return cand
+    found = shipped_yaml(spec, SWEEP_DIR)
+    if found is not None:
+        return found
     names = sorted(q.stem for q in SWEEP_DIR.glob("*.yaml"))
     near = closest(str(spec), names)
     hint = f"did you mean {', '.join(near)}?" if near else f"shipped spaces: {', '.join(names)}"
