@@ -36,14 +36,14 @@ def _config(tmp_path, coco_root, name, method, teacher_ck=None):
     cfg = {"name": name, "out_dir": str(tmp_path / "runs"),
            "data": {"dataset": "coco", "root": str(coco_root), "image_size": 40, "batch_size": 2,
                     "eval_batch_size": 2, "num_workers": 0, "val_fraction": 0.0},
-           "student": {"name": "fasterrcnn_mobilenetv2_fpn", "kwargs": TINY},
+           "student": {"name": "fasterrcnn_mobilenetv2_fpn", "kwargs": dict(TINY)},
            "method": {"name": method}, "optim": {"lr": 0.01, "weight_decay": 1e-4},
            "schedule": {"name": "constant", "epochs": 1},
            "train": {"device": "cpu", "amp": "off", "progress": False, "tensorboard": False, "max_steps": 1}}
     if teacher_ck:
-        cfg["teacher"] = {"name": "fasterrcnn_resnet18_fpn", "kwargs": TINY, "checkpoint": teacher_ck}
+        cfg["teacher"] = {"name": "fasterrcnn_resnet18_fpn", "kwargs": dict(TINY), "checkpoint": teacher_ck}
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg))))  # no shared objects: kdlab refuses YAML aliases
     return path
 
 

@@ -15,9 +15,10 @@ whose checkpoints then load as teachers); tiny-imagenet-det numbers its wnids 1.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from kdlab.data.bad_files import BadFileLog
 from kdlab.data.catalog import register_dataset
 from kdlab.data.coco import CocoSet, detection_transform
 from kdlab.data.tiny_imagenet_det import convert, find_tiny_root
@@ -44,6 +45,7 @@ class DetectionData:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # informative: the detectors normalise
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channels: int = 3
+    bad_files: BadFileLog = field(default_factory=BadFileLog)  # stays empty: an unreadable image is an error
 
     def __repr__(self) -> str:
         val = len(self.val) if self.val is not None else 0
