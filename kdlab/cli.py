@@ -90,6 +90,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.task == "detection":
+        from kdlab.demo_detection import run_detection_demo
+
+        run_detection_demo(root=args.root, epochs=args.epochs, out_dir=args.out, seed=args.seed)
+        return 0
     from kdlab.demo import run_demo
 
     run_demo(dataset=args.dataset, root=args.root, epochs=args.epochs, out_dir=args.out,
@@ -211,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
 
     d = sub.add_parser("demo", help="teacher, student, KD and DKD on a small dataset, offline, one table")
+    d.add_argument("--task", default="classification", choices=["classification", "detection"],
+                   help="detection: Faster R-CNN teacher, student, DKD and ReviewKD+DKD on tiny-imagenet-det10 "
+                        "(--root: the Tiny-ImageNet folder)")
     d.add_argument("--dataset", default="digits", help="dataset name (default: scikit-learn digits, embedded)")
     d.add_argument("--root", default="data", help="dataset root (unused for digits)")
     d.add_argument("--epochs", type=int, default=None, help="epochs per run (default: per dataset)")

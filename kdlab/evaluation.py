@@ -29,7 +29,7 @@ from kdlab.config import Config, load_config, load_yaml
 from kdlab.data.build import DataBundle
 from kdlab.engine.checkpoint import load_checkpoint_file
 from kdlab.engine.device import build_policy
-from kdlab.engine.metrics import evaluate
+from kdlab.engine.evaluators import get_evaluator
 from kdlab.errors import KdlabError
 from kdlab.experiment import build_model, check_config, load_data, make_loader, method_params
 from kdlab.methods import create_distiller, method_class
@@ -158,5 +158,5 @@ def evaluate_checkpoint(target: str | Path, *, split: str = "test", overrides: l
     if policy.channels_last:
         model.to(memory_format=torch.channels_last)
     loader = make_loader(cfg, data, split, policy, None)
-    metrics = evaluate(model, loader, policy=policy)
+    metrics = get_evaluator(getattr(data, "task", "classification"))(model, loader, policy)
     return {"checkpoint": str(ckpt_path), "dataset": cfg.data.dataset, "split": split, **metrics}

@@ -33,6 +33,8 @@ from torch import nn
 
 from kdlab.config import Config
 from kdlab.data import DATASETS, DataBundle, FileImageSet, TensorImageSet, build_dataset, build_loader
+from kdlab.data.coco_catalog import build_detection_data, is_detection_dataset
+from kdlab.data.coco_loader import DetectionLoader
 from kdlab.data.teacher_cache import (
     VIEWS,
     CachedTeacherLoader,
@@ -42,7 +44,11 @@ from kdlab.data.teacher_cache import (
     save_cached_logits,
 )
 from kdlab.data.tuples import build_tuple_loader
-from kdlab.engine import distributed, rank_io
+from kdlab.engine import (
+    detection_eval,  # noqa: F401  (registers the "detection" evaluator)
+    distributed,
+    rank_io,
+)
 from kdlab.engine.checkpoint import write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy, resolve_device
 from kdlab.engine.run_folder import RunFolder, check_run_name
@@ -51,6 +57,7 @@ from kdlab.errors import KdlabError, closest
 from kdlab.methods import create_distiller, method_class, method_defaults
 from kdlab.methods.base import DATA_FACTS, Distiller
 from kdlab.models import check_model_name, count_parameters, create_model, load_checkpoint
+from kdlab.models.detection import check_detector_name, create_detector, is_detector
 from kdlab.models.weights import load_named_weights, weights_file
 
 log = logging.getLogger("kdlab")
@@ -88,9 +95,16 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
     if not cfg.student.name:
         raise KdlabError("student.name is not set; e.g. student.name=resnet8x4 (see `kdlab list models`)")
     DATASETS.get(cfg.data.dataset)
+    task = "detection" if is_detection_dataset(cfg.data.dataset) else "classification"
+    if getattr(cls, "task", "classification") != task:
+        raise KdlabError(f"method {cfg.method.name!r} is a {getattr(cls, 'task', 'classification')} method but "
+                         f"{cfg.data.dataset!r} is a {task} dataset; see `kdlab list methods`")
+    if task == "detection" and cfg.data.cache_teacher:
+        raise KdlabError("data.cache_teacher caches classification logits; set data.cache_teacher=false "
+                         "for detection")
     names = [cfg.student.name] + ([cfg.teacher.name] if cls.uses_teacher and cfg.teacher.name else [])
     for name in names:
-        check_model_name(name)
+        check_detector_name(name) if task == "detection" else check_model_name(name)
     for role, mc in (("student", cfg.student), ("teacher", cfg.teacher)):
         if weights and mc.checkpoint and not Path(mc.checkpoint).expanduser().is_file():
             raise KdlabError(f"{role}.checkpoint {mc.checkpoint!r} does not exist; train that model first "
@@ -135,6 +149,13 @@ def check_teacher_cache(cfg: Config, cls: type[Distiller] | Distiller) -> None:
 def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None,
                 weights: str | None = None) -> nn.Module:
     """Build a model; load named pretrained ``weights`` (local cache only), then ``checkpoint`` over them."""
+    if is_detector(name):  # named weights: a torchvision detection entry, e.g. FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+        model = create_detector(name, num_classes, None, **kwargs)
+        if weights:
+            load_named_weights(model, weights)
+        if checkpoint:
+            load_checkpoint(model, Path(checkpoint).expanduser())
+        return model
     model = create_model(name, num_classes=num_classes, **kwargs)
     if weights:
         load_named_weights(model, weights)
@@ -145,6 +166,9 @@ def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | Non
 
 def load_data(cfg: Config) -> DataBundle:
     d = cfg.data
+    if is_detection_dataset(d.dataset):
+        return build_detection_data(d.dataset, d.root, val_fraction=d.val_fraction, split_seed=d.split_seed,
+                                    limit_per_class=d.limit_per_class, image_size=d.image_size, flip=d.flip)
     return build_dataset(d.dataset, d.root, val_fraction=d.val_fraction, split_seed=d.split_seed,
                          download=d.download, subset_size=d.subset_size, limit_per_class=d.limit_per_class,
                          image_size=d.image_size, in_memory=d.in_memory, stratify=d.stratify,
@@ -158,6 +182,13 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
     train = split == "train"
     d = cfg.data
     asks = train and distiller is not None
+    if getattr(data, "task", "classification") == "detection":
+        if distributed.active():
+            raise KdlabError("detection batches are not sharded across processes yet; train detectors without "
+                             "torchrun / --nproc")
+        return DetectionLoader(images, batch_size=d.batch_size if train else d.eval_batch_size, train=train,
+                               seed=cfg.train.seed, num_workers=d.num_workers,
+                               drop_last=bool(asks and distiller.drop_last))
     if asks and distiller.loader_kind != "images":
         if distributed.active():
             raise KdlabError(f"method {cfg.method.name!r} trains on {distiller.loader_kind!r} batches, which are "

@@ -89,6 +89,8 @@ def test_every_shipped_recipe_is_consistent():
     from kdlab.models import check_model_name
 
     configs = {n: load_config(n) for n in list_configs()}
+    # detection recipes have their own checks (tests/test_detection_recipes.py)
+    configs = {n: c for n, c in configs.items() if getattr(method_class(c.method.name), "task", "") != "detection"}
     produced = {f"runs/{c.name}/checkpoints/best.pt": c.student.name for c in configs.values()
                 if c.method.name == "ce"}
     assert len(configs) > 300

@@ -20,7 +20,8 @@ from kdlab.data.contrast import ContrastSampler, batch_generator
 FAMILIES = ["resnet8", "resnet8x4", "wrn_16_2", "vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18"]
 COVERED = {"fitnet", "at", "nst", "vid", "kdsvd", "ofd", "ab", "fsp", "ft"}  # test_methods_feature_a_pairs.py
 NOT_HERE = {"ce", "compose", "comparative", "uskd", "vitkd"}  # no teacher pair / own loader / ViT-only
-METHODS = sorted(set(kdlab.list_methods()) - COVERED - NOT_HERE)
+METHODS = sorted(n for n in set(kdlab.list_methods()) - COVERED - NOT_HERE
+                 if getattr(kdlab.methods.method_class(n), "task", "classification") == "classification")
 N_DATA, NCE_K, BATCH = 16, 8, 4
 
 

@@ -11,7 +11,7 @@ Datasets: ``cifar10``, ``cifar100`` (torchvision's pickle archives), ``imagefold
 ``@register_dataset("name")`` (see :mod:`kdlab.data.catalog`).
 """
 
-from kdlab.data import cifar, digits, fashion_mnist, folder, tiny_imagenet  # noqa: F401  (registers)
+from kdlab.data import cifar, coco_catalog, digits, fashion_mnist, folder, tiny_imagenet  # noqa: F401  (registers)
 from kdlab.data.batch import Batch
 from kdlab.data.build import build_dataset, list_datasets
 from kdlab.data.bundle import DataBundle

@@ -104,17 +104,21 @@ class RunLogger:
 
     def log_eval(self, split: str, *, epoch: int, step: int, metrics: dict[str, float],
                  **extra: Any) -> None:
-        """One evaluation record for ``split`` ("val" or "test"); TensorBoard ``<split>/*``."""
-        keep = {k: metrics[k] for k in ("top1", "top5", "loss", "n") if k in metrics}
+        """One evaluation record for ``split`` ("val" or "test"); TensorBoard ``<split>/*``.
+
+        Every numeric metric of the task's evaluator is kept (classification: top1, top5, loss;
+        detection: AP, AP50, AP75, APs, APm, APl); ``n`` is recorded but not plotted.
+        """
+        keep = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         self.log_event("eval", split=split, epoch=epoch, step=step, **keep, **extra)
+        plotted = {k: v for k, v in keep.items() if k != "n"}
         if self._tb is not None:
-            for k in ("top1", "top5", "loss"):
-                if k in metrics:
-                    self._tb.add_scalar(f"{split}/{k}", metrics[k], step)
+            for k, v in plotted.items():
+                self._tb.add_scalar(f"{split}/{k}", v, step)
             self._tb.flush()
         tag = f"{split}_{extra['weights']}" if split == "test" and "weights" in extra else split
         for b in self._backends:
-            b.scalars(tag, {k: metrics[k] for k in ("top1", "top5", "loss") if k in metrics}, step)
+            b.scalars(tag, plotted, step)
 
     def info(self, message: str) -> None:
         """A one-line notice: printed and recorded as an ``info`` event."""
