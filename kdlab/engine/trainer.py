@@ -328,8 +328,10 @@ class Trainer:
         s = self._last_train
         parts = [f"epoch {epoch}/{self.cfg.schedule.epochs}", f"step {self.global_step}"]
         if s is not None:
-            parts += [f"lr {s['lr']:.4g}", f"loss {s['loss']:.4f}", f"train_top1 {s['top1']:.2f}",
-                      f"{s['img_per_s']:.0f} img/s"]
+            parts += [f"lr {s['lr']:.4g}", f"loss {s['loss']:.4f}"]
+            if self.evaluator.primary == "top1":  # train top-1 is counted for classification batches only
+                parts.append(f"train_top1 {s['top1']:.2f}")
+            parts.append(f"{s['img_per_s']:.0f} img/s")
         if self.last_val is not None and self._val_epoch == epoch:
             p = self.evaluator.primary
             parts.append(f"val_{p} {self.last_val[p]:.2f}")
