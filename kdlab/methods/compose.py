@@ -40,19 +40,10 @@ def _part_specs(terms: Sequence[Mapping[str, Any]],
     rules applied and the data facts each part declares filled in."""
     from kdlab.methods import method_class, method_defaults
 
-    if not terms:
-        raise KdlabError("compose needs a non-empty 'terms' list, e.g. "
-                         "terms: [{method: kd, weight: 1.0}, {method: sp, weight: 1.0}]")
     has_kd_part = any(isinstance(e, Mapping) and e.get("method") == "kd" for e in terms)
     specs: list[tuple[str, str, float, dict[str, Any]]] = []
-    seen: dict[str, int] = {}
-    for i, entry in enumerate(terms):
-        if not isinstance(entry, Mapping) or "method" not in entry:
-            raise KdlabError(f"compose: terms[{i}] must be a mapping with a 'method' key, got {entry!r}")
-        bad = sorted(set(entry) - set(TERM_KEYS))
-        if bad:
-            raise KdlabError(f"compose: terms[{i}] has unknown key(s) {bad}; valid: {', '.join(TERM_KEYS)}")
-        name = str(entry["method"])
+    for i, name, label, weight, params in iter_terms(terms, "compose", "[{method: kd, weight: 1.0}, "
+                                                     "{method: sp, weight: 1.0}]"):
         if name == "compose":
             raise KdlabError("compose: a term cannot itself be 'compose'; list its terms directly")
         cls = method_class(name)  # unknown method -> the standard one-line error
@@ -60,7 +51,6 @@ def _part_specs(terms: Sequence[Mapping[str, Any]],
             raise KdlabError(f"compose: method {name!r} changes the forward pass or the training batches "
                              "(input mixing, few-sample tuples) and cannot be a part of compose")
         valid = method_defaults(name)
-        params = dict(entry.get("params") or {})
         if "ce_weight" in params:
             raise KdlabError(f"compose: terms[{i}] ({name}) sets ce_weight; the CE is counted once, "
                              "set compose's own ce_weight instead")
@@ -75,12 +65,29 @@ def _part_specs(terms: Sequence[Mapping[str, Any]],
         for key, value in facts.items():
             if key in valid and key not in params and value is not None:
                 params[key] = value
+        specs.append((name, label, weight, params))
+    return specs
+
+
+def iter_terms(terms: Sequence[Mapping[str, Any]], who: str,
+               example: str) -> Iterator[tuple[int, str, str, float, dict[str, Any]]]:
+    """Check the shape of a composite's ``terms`` list (``compose``, ``det_compose``) and yield
+    ``(index, method, label, weight, params)`` per entry; a repeated label gets ``#2``, ``#3``..."""
+    if not terms:
+        raise KdlabError(f"{who} needs a non-empty 'terms' list, e.g. terms: {example}")
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(terms):
+        if not isinstance(entry, Mapping) or "method" not in entry:
+            raise KdlabError(f"{who}: terms[{i}] must be a mapping with a 'method' key, got {entry!r}")
+        bad = sorted(set(entry) - set(TERM_KEYS))
+        if bad:
+            raise KdlabError(f"{who}: terms[{i}] has unknown key(s) {bad}; valid: {', '.join(TERM_KEYS)}")
+        name = str(entry["method"])
         label = str(entry.get("name") or name)
         seen[label] = seen.get(label, 0) + 1
         if seen[label] > 1:
             label = f"{label}#{seen[label]}"
-        specs.append((name, label, float(entry.get("weight", 1.0)), params))
-    return specs
+        yield i, name, label, float(entry.get("weight", 1.0)), dict(entry.get("params") or {})
 
 
 @register_method("compose", paper="(composition of registered methods)")

@@ -19,10 +19,9 @@ from torch import Tensor, nn
 
 from kdlab.errors import KdlabError
 from kdlab.methods.base import building_parts
+from kdlab.methods.compose import iter_terms
 from kdlab.methods.det_base import DET_TERMS, DetectionDistiller, DetFeatures
 from kdlab.methods.registry import register_method
-
-TERM_KEYS = ("method", "weight", "params", "name")
 
 
 @register_method("det_compose", paper="(composition of registered detection methods)")
@@ -41,30 +40,17 @@ class DetCompose(DetectionDistiller):
                  terms: Sequence[Mapping[str, Any]] = (), det_weight: float = 1.0) -> None:
         from kdlab.methods import create_distiller, method_class
 
-        if not terms:
-            raise KdlabError("det_compose needs a non-empty 'terms' list, e.g. "
-                             "terms: [{method: det_reviewkd, weight: 1.0}, {method: det_dkd, weight: 1.0}]")
         specs: list[tuple[str, str, float, dict]] = []
-        seen: dict[str, int] = {}
-        for i, entry in enumerate(terms):
-            if not isinstance(entry, Mapping) or "method" not in entry:
-                raise KdlabError(f"det_compose: terms[{i}] must be a mapping with a 'method' key, got {entry!r}")
-            bad = sorted(set(entry) - set(TERM_KEYS))
-            if bad:
-                raise KdlabError(f"det_compose: terms[{i}] has unknown key(s) {bad}; valid: {', '.join(TERM_KEYS)}")
-            name = str(entry["method"])
+        for i, name, label, weight, params in iter_terms(terms, "det_compose", "[{method: det_reviewkd, "
+                                                         "weight: 1.0}, {method: det_dkd, weight: 1.0}]"):
             cls = method_class(name)
             if not issubclass(cls, DetectionDistiller) or cls is DetCompose:
                 raise KdlabError(f"det_compose: terms[{i}] ({name}) is not a detection method (det_*) or is "
                                  "det_compose itself")
-            params = dict(entry.get("params") or {})
             if "det_weight" in params:
                 raise KdlabError(f"det_compose: terms[{i}] ({name}) sets det_weight; the detector losses are "
                                  "counted once, set det_compose's own det_weight instead")
-            label = str(entry.get("name") or name)
-            seen[label] = seen.get(label, 0) + 1
-            label = label if seen[label] == 1 else f"{label}#{seen[label]}"
-            specs.append((name, label, float(entry.get("weight", 1.0)), params))
+            specs.append((name, label, weight, params))
         with building_parts():
             built = [create_distiller(n, student=student, teacher=teacher, **p) for n, _, _, p in specs]
         self.uses_teacher = any(p.uses_teacher for p in built)
