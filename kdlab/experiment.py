@@ -22,7 +22,6 @@ run folder and computes the teacher cache (the other ranks wait and read it).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,6 @@ from kdlab.engine import (
     distributed,
     rank_io,
 )
-from kdlab.engine.checkpoint import write_text_atomic
 from kdlab.engine.device import DevicePolicy, build_policy, resolve_device
 from kdlab.engine.run_folder import RunFolder, check_run_name
 from kdlab.engine.trainer import Trainer
@@ -332,7 +330,8 @@ def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False
     exp = build_experiment(cfg, resume=resume, overwrite=overwrite)
     try:
         trainer = Trainer(cfg, exp.distiller, exp.train_loader, exp.val_loader, exp.test_loader,
-                          run_dir=exp.run_dir, resume=resume, overwrite=overwrite, callbacks=callbacks,
+                          run_dir=exp.run_dir, resume=resume, overwrite=overwrite,
+                          callbacks=[*(callbacks or ()), _BadFilesInSummary(exp.data)],
                           task=getattr(exp.data, "task", "classification"), folder=exp.folder)
     except BaseException:
         exp.folder.unlock()
@@ -341,10 +340,14 @@ def run_experiment(cfg: Config, *, resume: bool = False, overwrite: bool = False
     summary.setdefault("run_dir", str(exp.run_dir))
     summary.setdefault("params", count_parameters(exp.distiller.inference_model()))
     summary.setdefault("extra_params", exp.distiller.extra_parameters())
-    summary["bad_files"] = exp.data.bad_files.summary()  # unreadable image files met (data.on_bad_file)
-    written = exp.run_dir / "summary.json"
-    if distributed.is_main() and written.is_file():
-        on_disk = json.loads(written.read_text())
-        on_disk["bad_files"] = summary["bad_files"]
-        write_text_atomic(written, json.dumps(on_disk, indent=2) + "\n")
     return summary
+
+
+class _BadFilesInSummary:
+    """Adds the data layer's count of unreadable image files (``data.on_bad_file``) to ``summary.json``."""
+
+    def __init__(self, data: DataBundle) -> None:
+        self.data = data
+
+    def on_summary(self, summary: dict[str, Any]) -> None:
+        summary["bad_files"] = self.data.bad_files.summary()

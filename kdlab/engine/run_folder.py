@@ -80,6 +80,7 @@ class RunFolder:
         self.lock_path = self.dir / ".lock"
         self._me = f"{os.getpid()} {_start_time(os.getpid())}"
         self.claimed: tuple[tuple[bool, bool], bool] | None = None  # (resume, overwrite) asked -> decision
+        self._pending: int | None = None  # step of the best.next.pt this process wrote
 
     # ---- lock ---------------------------------------------------------------------------
     def make(self) -> None:
@@ -188,10 +189,12 @@ class RunFolder:
         if self.best_next.exists():
             os.replace(self.best_next, self.best)
             fsync_dir(self.ckpt_dir)
+        self._pending = None
 
     def save_best(self, state: dict[str, Any]) -> None:
         """Write a new best; it becomes ``best.pt`` when the next ``last.pt`` is written."""
         save_checkpoint(state, self.best_next)
+        self._pending = state.get("step")
 
     def best_file(self) -> Path:
         """The newest best checkpoint on disk (pending or promoted)."""
@@ -200,7 +203,7 @@ class RunFolder:
     def _pending_step(self) -> int | None:
         if not self.best_next.exists():
             return None
-        return load_checkpoint_file(self.best_next).get("step")
+        return self._pending if self._pending is not None else load_checkpoint_file(self.best_next).get("step")
 
     def load_last(self) -> dict[str, Any]:
         """Read ``last.pt`` and put the folder back to its moment: pending best, metrics log."""

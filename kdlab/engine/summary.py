@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from kdlab.engine.callbacks import call_summary
 from kdlab.engine.checkpoint import load_checkpoint_file
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def finish(t: Trainer, stopped_by: str) -> dict[str, Any]:
             f"val_{p}_last": "val split, final weights" if has_val else "none",
         },
     }
+    call_summary(t.callbacks, summary)
     t.logger.write_summary(summary)
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     t.logger.print(f"{t.cfg.name}: done after {t.global_step} steps (stopped by {stopped_by}); best epoch "
