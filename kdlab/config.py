@@ -184,6 +184,18 @@ def shipped_yaml(spec: str | Path, folder: Path) -> Path | None:
     return None
 
 
+def resolve_shipped(spec: str | Path, folder: Path, what: str, noun: str) -> Path:
+    """``spec`` as a file or a name shipped in ``folder``; otherwise one line with the nearest names
+    (``what``: how the spec is called, ``noun``: what the folder ships, e.g. "grid")."""
+    found = shipped_yaml(spec, folder)
+    if found is not None:
+        return found
+    names = sorted(q.stem for q in folder.glob("*.yaml"))
+    near = closest(str(spec), names)
+    hint = f"did you mean {', '.join(near)}?" if near else f"shipped {noun}s: {', '.join(names)}"
+    raise KdlabError(f"{what} {str(spec)!r} is neither a file nor a shipped {noun}; {hint}")
+
+
 def resolve_config_path(spec: str | Path) -> Path:
     """A path to a YAML file, or the name of a shipped recipe (``cifar100/kd/resnet32x4_resnet8x4``)."""
     found = shipped_yaml(spec, CONFIG_DIR)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdlab.config import Config, load_config, load_yaml, resolve_config_path, shipped_yaml
+from kdlab.config import Config, load_config, load_yaml, resolve_config_path, resolve_shipped
 from kdlab.errors import KdlabError, closest
 
 GRID_DIR = Path(__file__).resolve().parent.parent / "grids"
@@ -62,13 +62,7 @@ class Grid:
 
 def resolve_grid_path(spec: str | Path) -> Path:
     """A grid file, or the name of a shipped grid (``kdlab/grids/<name>.yaml``)."""
-    found = shipped_yaml(spec, GRID_DIR)
-    if found is not None:
-        return found
-    names = sorted(q.stem for q in GRID_DIR.glob("*.yaml"))
-    near = closest(str(spec), names)
-    hint = f"did you mean {', '.join(near)}?" if near else f"shipped grids: {', '.join(names)}"
-    raise KdlabError(f"grid {str(spec)!r} is neither a file nor a shipped grid; {hint}")
+    return resolve_shipped(spec, GRID_DIR, "grid", "grid")
 
 
 def _list_of(raw: dict, key: str, path: Path, kind: type | tuple = object) -> list:

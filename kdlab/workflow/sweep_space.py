@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdlab.config import load_yaml, shipped_yaml
-from kdlab.errors import KdlabError, closest
+from kdlab.config import load_yaml, resolve_shipped
+from kdlab.errors import KdlabError
 
 SWEEP_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 OPTIONS = ("sampler", "seed", "pruner", "params")
@@ -51,13 +51,7 @@ class Space:
 
 
 def resolve_space_path(spec: str | Path) -> Path:
-    found = shipped_yaml(spec, SWEEP_DIR)
-    if found is not None:
-        return found
-    names = sorted(q.stem for q in SWEEP_DIR.glob("*.yaml"))
-    near = closest(str(spec), names)
-    hint = f"did you mean {', '.join(near)}?" if near else f"shipped spaces: {', '.join(names)}"
-    raise KdlabError(f"search space {str(spec)!r} is neither a file nor a shipped space; {hint}")
+    return resolve_shipped(spec, SWEEP_DIR, "search space", "space")
 
 
 def _number(where: str, name: str, value: Any) -> float:
