@@ -12,7 +12,9 @@ folder, with the same number of DataLoader workers on the same cores:
     uint8 batches, normalised batch-wise in the main process (counted in its time).
 
 Each round times one full epoch of each path (persistent workers, started before timing); the
-paths alternate, and medians and the median ratio are printed.
+paths alternate, and medians and the median ratio are printed. Besides wall-clock images/s, the
+CPU time of the main process and its workers per image is printed (Linux, from /proc): on a
+machine shared with other jobs it is the steadier measure of how much work each path does.
 
     python benchmarks/loader_speed.py [--images 1024] [--workers 2] [--batch-size 64] [--rounds 3]
 """
@@ -20,6 +22,7 @@ paths alternate, and medians and the median ratio are printed.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -49,12 +52,26 @@ def kdlab_loader(root: Path, batch: int, workers: int, reduced: bool):
     return build_loader(data.train, batch_size=batch, train=True, mean=MEAN, std=STD, num_workers=workers)
 
 
-def epoch_rate(loader) -> float:
-    n, t0 = 0, time.perf_counter()
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live children (the loader workers); Linux only."""
+    me, tick, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0.0
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(pid) == me or int(fields[1]) == me:  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def epoch_rate(loader) -> tuple[float, float]:
+    """(images per wall-clock second, CPU milliseconds per image) of one pass over ``loader``."""
+    n, t0, c0 = 0, time.perf_counter(), cpu_seconds()
     for item in loader:
         x = item.image if hasattr(item, "image") else item[0]
         n += x.shape[0]
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), (cpu_seconds() - c0) * 1e3 / n
 
 
 def main() -> None:
@@ -80,18 +97,25 @@ def main() -> None:
         for loader in paths.values():  # start the persistent workers, outside the timing
             next(iter(loader))
         rates: dict[str, list[float]] = {k: [] for k in paths}
+        cpu: dict[str, list[float]] = {k: [] for k in paths}
         print(f"{args.images} images, batch {args.batch_size}, {args.workers} workers, torch threads 1, "
               f"{args.rounds} rounds of one epoch per path")
         for r in range(args.rounds):
             for k, loader in paths.items():
-                rates[k].append(epoch_rate(loader))
-            print(f"round {r + 1}: " + ", ".join(f"({k}) {v[-1]:.1f} img/s" for k, v in rates.items()))
+                rate, ms = epoch_rate(loader)
+                rates[k].append(rate)
+                cpu[k].append(ms)
+            print(f"round {r + 1}: " + ", ".join(f"({k}) {rates[k][-1]:.1f} img/s {cpu[k][-1]:.2f} cpu-ms/img"
+                                               for k in paths))
         med = {k: statistics.median(v) for k, v in rates.items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
         for k in paths:
-            print(f"({k}) {names[k]}: {med[k]:8.1f} img/s (median)")
+            print(f"({k}) {names[k]}: {med[k]:8.1f} img/s, {cpu_med[k]:.2f} CPU ms/img (medians)")
         ratios = [b / a for a, b in zip(rates["a"], rates["b"])]
         print(f"ratio (b)/(a): {statistics.median(ratios):.2f}x (median; min {min(ratios):.2f}x, max "
               f"{max(ratios):.2f}x); (c)/(a): {med['c'] / med['a']:.2f}x")
+        print(f"CPU time per image, (a)/(b): {cpu_med['a'] / cpu_med['b']:.2f}x; (a)/(c): "
+              f"{cpu_med['a'] / cpu_med['c']:.2f}x (the work each path does; steady on a shared machine)")
 
 
 if __name__ == "__main__":

@@ -165,3 +165,20 @@ def test_sample_seeds_are_splitmix_of_seed_epoch_index():
         assert sample_seed(seed, epoch, index) == mix(mix(mix(seed) ^ epoch) ^ index) >> 1
     seeds = sample_seeds(0, 1, torch.arange(1000))
     assert seeds.unique().numel() == 1000 and int(seeds.min()) >= 0
+
+
+def test_jpeg_size_reads_the_frame_header_as_pil_does(jpegs, tmp_path) -> None:
+    from kdlab.data.transforms import jpeg_size
+    for path in jpegs:
+        with Image.open(path) as im:
+            w, h = im.size
+        assert jpeg_size(open(path, "rb").read()) == (h, w)
+    prog = tmp_path / "progressive.jpg"  # SOF2, after EXIF-free APP0, DQT and DHT segments
+    _pil(jpegs[0]).save(prog, "JPEG", progressive=True, quality=80)
+    with Image.open(prog) as im:
+        assert jpeg_size(prog.read_bytes()) == (im.size[1], im.size[0])
+    png = tmp_path / "x.png"
+    _pil(jpegs[0]).save(png)
+    assert jpeg_size(png.read_bytes()) is None  # not a JPEG: PIL reads the header instead
+    assert jpeg_size(open(jpegs[0], "rb").read()[:20]) is None  # header cut before the frame
+    assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None  # a scan before any frame header

@@ -18,6 +18,7 @@ of the original image. Outputs are uint8 3 x H x W tensors; normalisation is don
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import warnings
@@ -85,11 +86,41 @@ def resized_size(height: int, width: int, resize: int) -> tuple[int, int]:
     return int(resize * height / width), resize
 
 
-def decode_tensor(data: bytes, im: Image.Image, scale: int) -> Tensor:
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(H, W) read from a JPEG's frame header (SOFn marker), or None when ``data`` is no JPEG it can parse.
+
+    A few microseconds of marker walking instead of opening the file with PIL just for its size.
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOF0..15 but DHT, JPG, DAC
+            if i + 9 > n:
+                return None
+            h, w = int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+            return (h, w) if h and w else None
+        if marker == 0xDA:  # a scan before any frame header
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def decode_tensor(data: bytes, im: Image.Image | None, scale: int) -> Tensor:
     """The image as uint8 3 x H x W (channels-last memory), decoded at 1/``scale`` size.
 
-    ``scale`` 1: ``torchvision.io.decode_jpeg`` (libjpeg-turbo) for JPEGs, else ``decode_image``,
-    else PIL. ``scale`` > 1: PIL's draft mode, where libjpeg-turbo scales in the DCT domain.
+    ``scale`` 1: ``torchvision.io.decode_jpeg`` (libjpeg-turbo) for JPEGs, else PIL. ``scale`` > 1:
+    PIL's draft mode, where libjpeg-turbo scales in the DCT domain. ``im``: the file already opened
+    with PIL, or None to open ``data`` only when PIL is needed.
     """
     if scale == 1 and data[:2] == b"\xff\xd8":
         with warnings.catch_warnings():
@@ -99,10 +130,11 @@ def decode_tensor(data: bytes, im: Image.Image, scale: int) -> Tensor:
                 return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
             except RuntimeError:
                 pass  # CMYK or damaged: PIL says which
-    if scale > 1:
-        w, h = im.size
-        im.draft("RGB", (-(-w // scale), -(-h // scale)))  # PIL picks the scale from this size
-    rgb = im.convert("RGB")
+    with Image.open(io.BytesIO(data)) if im is None else contextlib.nullcontext(im) as pil:
+        if scale > 1:
+            w, h = pil.size
+            pil.draft("RGB", (-(-w // scale), -(-h // scale)))  # PIL picks the scale from this size
+        rgb = pil.convert("RGB")
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
 
@@ -111,24 +143,32 @@ def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
     """File ``path`` of ``files`` as a uint8 3 x H x W tensor at ``files.crop`` (see module doc).
 
     The crop and resize run on uint8 tensors (torch's antialiased bilinear kernel, a port of
-    PIL's, within one grey level of it and faster). ``fixed`` mode: only brought to the set's
-    size; its augmentation is done batch-wise later. Raises
+    PIL's, within one grey level of it and faster). A JPEG's size comes from its header
+    (:func:`jpeg_size`), so PIL is not opened at all on the common path. ``fixed`` mode: only
+    brought to the set's size; its augmentation is done batch-wise later. Raises
     :class:`~kdlab.data.bad_files.BadImageFile` when the file cannot be decoded.
     """
     out = files.crop
     try:
         with open(path, "rb") as f:
             data = f.read()
-        with Image.open(io.BytesIO(data)) as im:
-            if files.mode == "fixed":
+        if files.mode == "fixed":
+            with Image.open(io.BytesIO(data)) as im:
                 return TF.pil_to_tensor(fit_pil(im.convert("RGB"), out))
-            w, h = im.size
+        size = jpeg_size(data)
+        with contextlib.ExitStack() as stack:
+            im = None
+            if size is None:  # not a JPEG (or an odd one): PIL reads the header
+                im = stack.enter_context(Image.open(io.BytesIO(data)))
+                size = (im.size[1], im.size[0])
+            h, w = size
             if train:
                 top, left, ch, cw = resized_crop_params(h, w, g)
                 box: Box = (left, top, left + cw, top + ch)
             else:
                 box = eval_box(h, w, files.resize, out)
-            s = draft_scale(box, out) if files.reduced_decode and im.format == "JPEG" else 1
+            jpeg = data[:2] == b"\xff\xd8"
+            s = draft_scale(box, out) if files.reduced_decode and jpeg else 1
             img = decode_tensor(data, im, s)
         s = w / img.shape[-1]  # the scale the decoder used (1 when it could not reduce)
         if train:
