@@ -51,6 +51,7 @@ class DataConfig:
     pin_memory: bool | None = None  # pinned host batches (None: on CUDA)
     prefetch: int = 1  # batches copied to the device ahead of use (file sets)
     persistent_workers: bool = True  # keep DataLoader workers between epochs (file sets)
+    reuse_host_memory: bool = True  # file sets on a CPU: keep freed batch memory (glibc mallopt; data/host_memory.py)
 
 
 @dataclass

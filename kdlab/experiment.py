@@ -204,7 +204,7 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
         contrast_mode=distiller.contrast_mode if asks else "exact",
         seed=cfg.train.seed, channels_last=policy.channels_last, num_workers=d.num_workers,
         per_class=d.per_class if train else 0, decode=d.decode, pin_memory=d.pin_memory,
-        prefetch=d.prefetch, persistent_workers=d.persistent_workers,
+        prefetch=d.prefetch, persistent_workers=d.persistent_workers, reuse_host_memory=d.reuse_host_memory,
         shard=(distributed.rank(), distributed.world_size()),
     )
 

@@ -42,6 +42,7 @@ from kdlab.data.class_balanced import class_balanced_order
 from kdlab.data.contrast import ContrastSampler, batch_generator
 from kdlab.data.file_samples import FileBytes, FileSamples, collate_bytes, read_note
 from kdlab.data.gpu_decode import check_decode, decode_batch
+from kdlab.data.host_memory import keep_freed_host_memory
 from kdlab.data.imagesets import FileImageSet, ImageSet, TensorImageSet
 from kdlab.data.sample_rng import sample_seeds
 from kdlab.errors import KdlabError
@@ -244,9 +245,11 @@ class FileLoader(Loader):
 
     def __init__(self, images: FileImageSet, *, num_workers: int, decode: str = "cpu",
                  pin_memory: bool | None = None, prefetch: int = 1, persistent_workers: bool = True,
-                 **kw) -> None:
+                 reuse_host_memory: bool = True, **kw) -> None:
         super().__init__(images, **kw)
         check_int("data.prefetch", prefetch, 0)
+        if reuse_host_memory and self.device.type == "cpu":
+            keep_freed_host_memory()  # batch-sized float tensors without page faults (kdlab.data.host_memory)
         check_decode(decode, self.device)
         self.files, self.decode, self.prefetch = images, decode, prefetch
         self.sampler = _PlanSampler(self.batch_size, len(self), len(images), self.plan(1), self.shard)
@@ -311,7 +314,8 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
                  with_index: bool = False, seed: int = 0, channels_last: bool = False,
                  num_workers: int = 2, contrast_negatives: int = 0, contrast_mode: str = "exact",
                  per_class: int = 0, decode: str = "cpu", pin_memory: bool | None = None, prefetch: int = 1,
-                 persistent_workers: bool = True, shard: tuple[int, int] = (0, 1)) -> Loader:
+                 persistent_workers: bool = True, reuse_host_memory: bool = True,
+                 shard: tuple[int, int] = (0, 1)) -> Loader:
     """A loader over ``images`` yielding normalised float32 batches on ``device``.
 
     ``train`` shuffles (and by default augments: padded random crop + flip for tensor-style sets,
@@ -322,7 +326,8 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
     and ``batch.index``. ``per_class=m > 0`` makes training batches class-balanced: m images from
     each of batch_size/m random classes (:mod:`kdlab.data.class_balanced`). ``decode``,
     ``pin_memory`` (None: on CUDA), ``prefetch`` (batches copied to the device ahead) and
-    ``persistent_workers`` only matter for file sets (:class:`FileLoader`). ``shard=(rank, world)``:
+    ``persistent_workers`` only matter for file sets (:class:`FileLoader`), as does
+    ``reuse_host_memory`` (on a CPU device, :mod:`kdlab.data.host_memory`). ``shard=(rank, world)``:
     this process's part of every global batch of ``batch_size`` (see the module doc).
     """
     check_int("data.batch_size" if train else "data.eval_batch_size", batch_size, 1)
@@ -336,5 +341,6 @@ def build_loader(images: ImageSet, *, batch_size: int, train: bool, device: torc
         return TensorLoader(images, **kw)
     if isinstance(images, FileImageSet):
         return FileLoader(images, num_workers=num_workers, decode=decode, pin_memory=pin_memory,
-                          prefetch=prefetch, persistent_workers=persistent_workers, **kw)
+                          prefetch=prefetch, persistent_workers=persistent_workers,
+                          reuse_host_memory=reuse_host_memory, **kw)
     raise TypeError(f"no loader for {type(images).__name__}")
