@@ -39,6 +39,7 @@ from kdlab.errors import KdlabError
 from kdlab.safe_load import safe_load
 
 VIEWS = ("augmented", "clean")
+CACHE_VIEWS = (*VIEWS, "replay")  # every data.cache_view; replay: kdlab.data.replay_cache
 CACHE_EPOCH = 0  # the loader's epoch whose draws make the cached view; training epochs start at 1
 
 
