@@ -231,14 +231,14 @@ class _PlanSampler:
     def __len__(self) -> int:
         return sum(1 for b in range(self.start, self.num_batches) if self._part(b)[1] > self._part(b)[0])
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         order = self.plan.order.tolist()
         seeds = self.plan.seeds.tolist() if self.plan.seeds is not None else [0] * len(order)
-        view = self.plan.view  # a replayed view: the workers read each sample's recorded crop
+        view = () if self.plan.view is None else (self.plan.view,)  # replayed: workers read the recorded crop
         for b in range(self.start, self.num_batches):
             lo, hi = self._part(b)
             if hi > lo:  # only a rank's part of a short last batch can be empty
-                yield [(i, s) if view is None else (i, s, view) for i, s in zip(order[lo:hi], seeds[lo:hi])]
+                yield [(i, s, *view) for i, s in zip(order[lo:hi], seeds[lo:hi])]
 
 
 class FileLoader(Loader):
