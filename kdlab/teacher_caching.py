@@ -188,6 +188,9 @@ def replay_views(cfg: Config, data: DataBundle, teacher: nn.Module, policy: Devi
     if d.cache_topk > data.num_classes:
         raise KdlabError(f"data.cache_topk={d.cache_topk} exceeds the {data.num_classes} classes; use at most "
                          f"{data.num_classes} (or 0 for all)")
+    if d.cache_views > cfg.schedule.epochs:
+        log.warning("data.cache_views=%d exceeds schedule.epochs=%d: views %d..%d are computed but never replayed",
+                    d.cache_views, cfg.schedule.epochs, cfg.schedule.epochs, d.cache_views - 1)
     base = cache_fingerprint(**cache_facts(cfg, data, policy), views=d.cache_views, topk=d.cache_topk,
                              dtype=d.cache_dtype, decode=[d.decode, d.reduced_decode])
     fps = [cache_fingerprint(base=base, view=v) for v in range(d.cache_views)]

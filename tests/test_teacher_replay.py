@@ -202,11 +202,7 @@ def test_replay_with_a_full_cache_trains_like_online_kd_without_the_teacher(teac
     assert seen["images"] == 4 * 128  # read from the run folder
     view = torch.load(tmp_path / "half" / "teacher_replay" / "view0001.pt", weights_only=True)
     raw = exp.data.train.images
-    exp.train_loader.set_epoch(2)
-    for b in exp.train_loader:
-        idx = b.index.cpu() if b.index is not None else None
-        assert idx is None  # KD does not ask for indices: the wrapper drops them again
-        break
+    assert next(iter(exp.train_loader)).index is None  # KD does not ask for indices: the wrapper drops them
     base = exp.train_loader.loader
     base.set_epoch(2)
     for b in base:
@@ -255,6 +251,37 @@ def test_a_resumed_replay_run_continues_exactly(teacher_ckpt, tmp_path):
     assert (ck["epoch"], ck["batch_in_epoch"], ck["global_step"]) == (2, 2, 6)  # stopped mid-epoch 2
     experiment.run_experiment(_cfg(tmp_path, teacher_ckpt, "cut", *REPLAY, *three), resume=True)
     assert _max_diff(_state(tmp_path, "cut"), _state(tmp_path, "whole")) == 0.0
+
+
+def _imagenet_tree(root: Path, classes: int = 3, train: int = 8) -> Path:
+    g = torch.Generator().manual_seed(4)
+    for split, n in (("train", train), ("val", 2)):
+        for c in range(classes):
+            (root / split / f"n0{c}").mkdir(parents=True)
+            for i in range(n):
+                h, w = 30 + 6 * (i % 3), 44 - 7 * (i % 2)
+                x = torch.randint(0, 256, (h, w, 3), generator=g, dtype=torch.uint8).numpy()
+                Image.fromarray(x).save(root / split / f"n0{c}" / f"{i}.JPEG", "JPEG", quality=90)
+    return root
+
+
+def test_a_file_set_replays_its_resized_crops_in_the_workers(teacher_ckpt, tmp_path, monkeypatch):
+    tree = _imagenet_tree(tmp_path / "imagenet")
+    teacher = tmp_path / "t3.pt"
+    torch.manual_seed(3)
+    torch.save(create_model("resnet8", num_classes=3).state_dict(), teacher)
+    files = ("data.dataset=imagenet", f"data.root={tree}", "data.subset_size=null", "data.val_fraction=0",
+             "data.image_size=16", "data.in_memory=false", "data.num_workers=1", "data.batch_size=8",
+             "data.eval_batch_size=10", f"teacher.checkpoint={teacher}")
+    experiment.run_experiment(_cfg(tmp_path, teacher_ckpt, "online", *files))
+    seen = _count_teacher_images(monkeypatch, teacher)
+    experiment.run_experiment(_cfg(tmp_path, teacher_ckpt, "replay", *files, *REPLAY, "data.cache_dtype=float32"))
+    assert seen["images"] == 2 * 24  # the caching passes only
+    assert _max_diff(_state(tmp_path, "replay"), _state(tmp_path, "online")) < 1e-6
+    view = torch.load(tmp_path / "replay" / "teacher_replay" / "view0000.pt", weights_only=True)
+    assert view["boxes"].shape == (24, 4) and view["boxes"].dtype == torch.int16
+    top, left, h, w = view["boxes"].long().unbind(1)  # RandomResizedCrop windows inside the 42 x 44 px at most
+    assert bool((h > 0).all() & (w > 0).all() & (top + h <= 42).all() & (left + w <= 44).all())
 
 
 # ---- two processes -----------------------------------------------------------------------------------
