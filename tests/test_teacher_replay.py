@@ -290,17 +290,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_two_processes_build_the_same_cache_files_as_one(teacher_ckpt, tmp_path):
+def test_two_processes_build_the_same_cache_files_as_one_and_train_alike(teacher_ckpt, tmp_path):
     from test_distributed import env
 
-    cfg = _cfg(tmp_path, teacher_ckpt, "one", *REPLAY, "data.cache_topk=4", "train.max_steps=1", f"data.root={ROOT}",
+    train = ["train.max_steps=5", "train.sync_bn=true", "schedule.epochs=3"]  # into epoch 2 (4 steps per epoch)
+    cfg = _cfg(tmp_path, teacher_ckpt, "one", *REPLAY, "data.cache_topk=4", f"data.root={ROOT}", *train,
                "data.eval_batch_size=24")  # 128 images: 6 batches, 3 per process, the last one short
-    experiment.build_experiment(cfg)
+    experiment.run_experiment(cfg)
     spec = {"data": dict(vars(cfg.data)), "student": {"name": "resnet8"}, "teacher": {"name": "resnet8",
             "checkpoint": str(teacher_ckpt)}, "method": {"name": "kd"},
-            "schedule": {"name": "constant", "epochs": 2}, "name": "two", "out_dir": str(tmp_path),
-            "train": {"device": "cpu", "amp": "off", "channels_last": "off", "deterministic": True,
-                      "tensorboard": False, "progress": False, "max_steps": 1, "test_at_end": False}}
+            "schedule": {"name": "constant", "epochs": 3}, "name": "two", "out_dir": str(tmp_path),
+            "train": {"device": "cpu", "amp": "off", "channels_last": "off", "deterministic": True, "sync_bn": True,
+                      "tensorboard": False, "progress": False, "max_steps": 5, "test_at_end": False}}
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(spec))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "kdlab",
@@ -313,3 +314,30 @@ def test_two_processes_build_the_same_cache_files_as_one(teacher_ckpt, tmp_path)
         assert one.keys() == two.keys()
         for key, value in one.items():
             assert torch.equal(value, two[key]) if isinstance(value, torch.Tensor) else value == two[key], key
+    assert _max_diff(_state(tmp_path, "two"), _state(tmp_path, "one")) < 1e-6  # the sharded replay trains alike
+
+
+@pytest.mark.slow
+def test_realistic_jpegs_replay_the_online_pixels_through_reduced_decoding(tmp_path):
+    from pipeline_jpegs import imagenet_layout
+
+    tree = imagenet_layout(tmp_path / "imagenet", classes=3, train=6, val=1)  # 500 x 375-like JPEGs
+    torch.manual_seed(5)
+    teacher = tmp_path / "t.pt"
+    torch.save(create_model("resnet8", num_classes=3).state_dict(), teacher)
+    files = ("data.dataset=imagenet", f"data.root={tree}", "data.subset_size=null", "data.val_fraction=0",
+             "data.image_size=64", "data.in_memory=false", "data.num_workers=2", "data.batch_size=6",
+             "data.eval_batch_size=8")
+    exp = experiment.build_experiment(_cfg(tmp_path, teacher, "replay", *files, *REPLAY, "data.cache_dtype=float32"))
+    online = build_loader(exp.data.train, batch_size=6, train=True, mean=exp.data.mean, std=exp.data.std,
+                          with_index=True, seed=0, num_workers=2)
+    t = exp.distiller.teacher.eval()
+    for epoch in (1, 2, 3):  # epoch 3 replays view 0: epoch 1's crops in epoch 3's order
+        online.set_epoch(1 if epoch == 3 else epoch)
+        shown = {int(i): x for b in online for i, x in zip(b.index, b.image)}
+        exp.train_loader.set_epoch(epoch)
+        for b in exp.train_loader.loader:  # the replaying loader (its wrapper adds the logits)
+            assert all(torch.equal(x, shown[int(i)]) for i, x in zip(b.index, b.image))
+        for b in exp.train_loader:
+            with torch.no_grad():
+                assert torch.allclose(b.extra["teacher_logits"], t(b.image), atol=1e-5)
