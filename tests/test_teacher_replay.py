@@ -143,6 +143,20 @@ def test_file_replay_shows_the_online_resized_crops(tmp_path):
     assert box.tolist() == views[1].boxes[4].tolist() and flip == bool(views[1].flips[4])
 
 
+def test_a_fixed_size_file_set_replays_its_pad_crops(tmp_path):
+    files = _jpegs(tmp_path)
+    fixed = FileImageSet(files.paths, files.targets, crop=(16, 16), mode="fixed")
+    kw = dict(batch_size=4, train=True, mean=MEAN, std=STD, crop_padding=2, with_index=True, seed=7, num_workers=0)
+    online, replay = build_loader(fixed, **kw), build_loader(fixed, **kw)
+    replay.set_replay(CropReplay([tensor_view_crops(online.plan(1), len(fixed), True)]))
+    for epoch in (1, 2):  # one view: epoch 2 shows epoch 1's crops again
+        online.set_epoch(1)
+        shown = {int(i): x for b in online for i, x in zip(b.index, b.image)}
+        replay.set_epoch(epoch)
+        for b in replay:
+            assert all(torch.equal(x, shown[int(i)]) for i, x in zip(b.index, b.image))
+
+
 # ---- experiments on digits -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
