@@ -22,6 +22,7 @@ gathered, so rank 0 writes the same files as one process would.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +275,8 @@ def _gather(t: torch.Tensor, policy: DevicePolicy) -> torch.Tensor:
     """All ranks' rows of ``t`` (any dtype: sent as bytes), concatenated in rank order, on the CPU."""
     if not distributed.active():
         return t
-    raw = t.contiguous().view(torch.uint8).reshape(t.shape[0], -1)
+    row_bytes = math.prod(t.shape[1:]) * t.element_size()
+    raw = t.contiguous().view(torch.uint8).reshape(t.shape[0], row_bytes)  # (a rank may have no rows)
     dev = policy.device if distributed.backend_for(policy.device) == "nccl" else torch.device("cpu")
     out = distributed.all_gather_cat(raw.to(dev)).cpu()
     return out.view(t.dtype).reshape(-1, *t.shape[1:])
