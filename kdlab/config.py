@@ -44,7 +44,10 @@ class DataConfig:
     num_workers: int = 2
     per_class: int = 0  # > 0: class-balanced training batches, this many images per class (CompKD's RKD: 5)
     cache_teacher: bool = False  # run the teacher once per training image before training (logit methods)
-    cache_view: str = "augmented"  # what the teacher sees when caching: augmented (one seeded crop+flip) | clean
+    cache_view: str = "augmented"  # teacher's view: augmented (one seeded crop+flip) | clean | replay (crops replayed)
+    cache_views: int = 1  # replay: views cached (epoch e replays view (e-1) mod V); docs/teacher-cache.md
+    cache_topk: int = 0  # replay: teacher logits kept per sample and view (0: all classes)
+    cache_dtype: str = "float16"  # replay: storage of the kept log-probabilities: float16 | float32
     on_bad_file: str = "error"  # unreadable image file: error (one line naming it) | skip (warn, replace, count)
     decode: str = "cpu"  # file sets: cpu (PIL/libjpeg-turbo in workers) | gpu (nvJPEG batch decode on CUDA)
     reduced_decode: bool = True  # decode JPEGs at 1/2, 1/4, 1/8 size when the crop box allows it

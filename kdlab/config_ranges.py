@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from kdlab.data.teacher_cache import VIEWS as CACHE_VIEWS
+from kdlab.data.teacher_cache import CACHE_VIEWS
 from kdlab.errors import KdlabError
 
 
@@ -75,12 +75,14 @@ def check_ranges(cfg: Any) -> None:
     for key in ("data.subset_size", "data.limit_per_class", "data.image_size", "train.max_steps",
                 "train.early_stop_patience"):
         _rule(cfg, key, pos, ">= 1 (or null)", optional=True)
+    _rule(cfg, "data.cache_views", pos, ">= 1")
     for key in ("data.crop_padding", "data.num_workers", "data.per_class", "optim.weight_decay",
                 "schedule.warmup_epochs", "schedule.min_lr", "train.checkpoint_every_steps", "train.plateau_lr_drops",
-                "data.prefetch"):
+                "data.prefetch", "data.cache_topk"):
         _rule(cfg, key, nonneg, ">= 0")
     _rule(cfg, "data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)")
     _rule(cfg, "data.cache_view", lambda v: v in CACHE_VIEWS, f"one of {', '.join(CACHE_VIEWS)}")
+    _rule(cfg, "data.cache_dtype", lambda v: v in ("float16", "float32"), "one of float16, float32")
     _rule(cfg, "data.on_bad_file", lambda v: v in ("error", "skip"), "one of error, skip")
     _rule(cfg, "data.decode", lambda v: v in ("cpu", "gpu"), "one of cpu, gpu")
     _rule(cfg, "train.teacher_mode", lambda v: v in ("auto", "eval", "train"), "one of auto, eval, train")

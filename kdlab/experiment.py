@@ -9,11 +9,10 @@ Two generic hooks, read from the method class, never from its name:
 * ``loader_kind`` (default ``"images"``): a method that trains on something other than single
   images names a training loader of :data:`TRAIN_LOADERS` (``"tuples"``: CompKD's tuples) and
   gives its options in ``loader_options``; evaluation loaders are always the plain ones.
-* ``data.cache_teacher``: the teacher runs once per training image before training
-  (:mod:`kdlab.data.teacher_cache`) and the training loader attaches the cached logits to each
-  batch. The logits are also written to ``<run_dir>/teacher_logits.pt`` with a fingerprint of the
-  data, the teacher checkpoint, the view and the seed; a rerun or a resume with the same
-  fingerprint loads them instead of running the teacher again.
+* ``data.cache_teacher``: the teacher runs before training, never during it, and the training
+  loader attaches its cached logits to each batch (:mod:`kdlab.teacher_caching`: one view per
+  image, or FKD-style replayed crops), saved in the run folder with a fingerprint so a rerun or a
+  resume reads them.
 
 Under torchrun (:mod:`kdlab.engine.distributed`) the process group is joined first, every loader
 serves this rank's part of each global batch (``shard=(rank, world)``), rank 0 alone claims the
@@ -22,7 +21,6 @@ run folder and computes the teacher cache (the other ranks wait and read it).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,17 +29,9 @@ import torch
 from torch import nn
 
 from kdlab.config import Config
-from kdlab.data import DATASETS, DataBundle, FileImageSet, TensorImageSet, build_dataset, build_loader
+from kdlab.data import DATASETS, DataBundle, build_dataset, build_loader
 from kdlab.data.coco_catalog import build_detection_data, is_detection_dataset
 from kdlab.data.coco_loader import DetectionLoader
-from kdlab.data.teacher_cache import (
-    VIEWS,
-    CachedTeacherLoader,
-    cache_fingerprint,
-    compute_teacher_logits,
-    load_cached_logits,
-    save_cached_logits,
-)
 from kdlab.data.tuples import build_tuple_loader
 from kdlab.engine import (
     detection_eval,  # noqa: F401  (registers the "detection" evaluator)
@@ -57,11 +47,9 @@ from kdlab.methods.base import DATA_FACTS, Distiller
 from kdlab.models import check_model_name, count_parameters, create_model, load_checkpoint
 from kdlab.models.detection import check_detector_name, create_detector, is_detector
 from kdlab.models.weights import load_named_weights, weights_file
-
-log = logging.getLogger("kdlab")
+from kdlab.teacher_caching import attach_teacher_cache, check_teacher_cache
 
 TRAIN_LOADERS = {"tuples": build_tuple_loader}  # loader_kind -> builder of special training loaders
-TEACHER_CACHE_FILE = "teacher_logits.pt"
 
 
 @dataclass
@@ -116,6 +104,8 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
                          f"images, {', '.join(TRAIN_LOADERS)}")
     if cfg.data.cache_teacher:
         check_teacher_cache(cfg, cls)
+    elif cfg.data.cache_view == "replay":
+        raise KdlabError("data.cache_view=replay is a teacher cache: set data.cache_teacher=true with it")
     if cls.uses_teacher:
         if not cfg.teacher.name:
             raise KdlabError(f"method {cfg.method.name!r} needs a teacher: set teacher.name and teacher.checkpoint")
@@ -125,23 +115,6 @@ def check_config(cfg: Config, *, weights: bool = True) -> None:
                 "teacher; train one first (`kdlab train <teacher config>`) and point teacher.checkpoint at "
                 "its checkpoints/best.pt (or name pretrained weights: teacher.weights=torchvision:<Enum.ENTRY>)"
             )
-
-
-def check_teacher_cache(cfg: Config, cls: type[Distiller] | Distiller) -> None:
-    """Cached teacher outputs are logits of an eval-mode teacher: refuse methods that need more.
-
-    Checked on the method class before any data is loaded, and again on the built distiller,
-    whose needs may depend on its hyper-parameters (e.g. a ``compose`` with a feature part).
-    """
-    if cfg.data.cache_view not in VIEWS:
-        raise KdlabError(f"data.cache_view must be one of {', '.join(VIEWS)}; got {cfg.data.cache_view!r}")
-    if not cls.uses_teacher:
-        return  # nothing to cache; build_experiment notes it
-    extra = sorted(set(cls.needs.teacher) - {"logits"})
-    if extra or cls.teacher_mode != "eval":
-        what = f"teacher {', '.join(extra)}" if extra else f"a teacher in {cls.teacher_mode} mode"
-        raise KdlabError(f"data.cache_teacher caches teacher logits only, but method {cfg.method.name!r} needs "
-                         f"{what}; set data.cache_teacher=false")
 
 
 def build_model(name: str, num_classes: int, kwargs: dict, checkpoint: str | None,
@@ -231,58 +204,6 @@ def method_params(cfg: Config, data: DataBundle) -> dict[str, Any]:
     return params
 
 
-def _images_digest(images: Any) -> str:
-    if isinstance(images, TensorImageSet):
-        return f"{tuple(images.images.shape)}:{int(images.images.sum())}:{int(images.targets.sum())}"
-    if isinstance(images, FileImageSet):
-        return cache_fingerprint(paths=images.paths, crop=images.crop, mode=images.mode)
-    return f"{type(images).__name__}:{len(images)}"
-
-
-def cached_teacher_logits(cfg: Config, data: DataBundle, teacher: nn.Module, policy: DevicePolicy,
-                          run_dir: Path) -> torch.Tensor:
-    """The teacher's logits for every training image, from ``run_dir`` when it holds them, else computed."""
-    d, ck = cfg.data, cfg.teacher.checkpoint
-    st = Path(ck).expanduser().stat() if ck else None
-    fp = cache_fingerprint(
-        data=[d.dataset, str(Path(d.root).expanduser().resolve()), d.subset_size, d.limit_per_class, d.image_size,
-              d.val_fraction, d.split_seed, d.stratify, d.crop_padding, d.flip, list(data.mean), list(data.std)],
-        images=_images_digest(data.train), teacher=[cfg.teacher.name, cfg.teacher.kwargs, ck, cfg.teacher.weights,
-                                                    st.st_size if st else None, st.st_mtime_ns if st else None],
-        view=d.cache_view, seed=cfg.train.seed, amp=str(policy.amp_dtype))
-    path = run_dir / TEACHER_CACHE_FILE
-    if not distributed.is_main():  # rank 0 loads or computes the cache and writes it; the others read it
-        distributed.barrier()
-        logits = load_cached_logits(path, fp, len(data.train))
-        if logits is None:
-            raise KdlabError(f"rank {distributed.rank()}: the teacher cache {path} written by rank 0 is missing")
-        return logits
-    logits = _main_cached_logits(cfg, data, teacher, policy, path, fp)
-    distributed.barrier()
-    return logits
-
-
-def _main_cached_logits(cfg: Config, data: DataBundle, teacher: nn.Module, policy: DevicePolicy, path: Path,
-                        fp: str) -> torch.Tensor:
-    d = cfg.data
-    logits = load_cached_logits(path, fp, len(data.train))
-    if logits is not None:
-        log.info("teacher cache: loaded %d cached teacher logits from %s", len(logits), path)
-        return logits
-    teacher.to(policy.device)
-    if policy.channels_last:
-        teacher.to(memory_format=torch.channels_last)
-    logits = compute_teacher_logits(
-        teacher, data.train, view=d.cache_view, seed=cfg.train.seed, batch_size=d.eval_batch_size,
-        device=policy.device, mean=data.mean, std=data.std, crop_padding=d.crop_padding, flip=d.flip,
-        channels_last=policy.channels_last, num_workers=d.num_workers,
-        autocast=policy.autocast if policy.amp_dtype is not None else None)
-    save_cached_logits(path, fp, logits)
-    log.info("teacher cache: ran the teacher once on %d training images (%s view), saved to %s",
-             len(logits), d.cache_view, path)
-    return logits
-
-
 def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool = False) -> Experiment:
     """Data, models, distiller and loaders of ``cfg``.
 
@@ -312,12 +233,7 @@ def build_experiment(cfg: Config, *, resume: bool | None = None, overwrite: bool
     loaders = [make_loader(cfg, data, s, policy, distiller) for s in ("train", "val", "test")]
     run_dir = Path(cfg.out_dir) / cfg.name
     if cfg.data.cache_teacher:
-        check_teacher_cache(cfg, distiller)
-        if teacher is None:
-            log.info("data.cache_teacher: method %r uses no teacher; nothing to cache", cfg.method.name)
-        else:
-            logits = cached_teacher_logits(cfg, data, teacher, policy, run_dir)
-            loaders[0] = CachedTeacherLoader(loaders[0], logits, keep_index=distiller.needs_index)
+        loaders[0] = attach_teacher_cache(cfg, data, distiller, teacher, policy, loaders[0], run_dir)
     return Experiment(cfg, data, distiller, *loaders, run_dir=run_dir, folder=folder)
 
 

@@ -27,13 +27,16 @@ def unsafe_pickle_message(path: Path, error: Exception) -> str:
             f"if you trust its source, convert it once to plain tensors: kdlab convert-checkpoint {path} --trust")
 
 
-def safe_load(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; missing, corrupt or unsafe files raise one-line errors."""
+def safe_load(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)``; missing, corrupt or unsafe files raise one-line errors.
+
+    ``mmap``: the tensors stay memory-mapped from the file (large caches read on demand).
+    """
     path = Path(path)
     if not path.is_file():
         raise KdlabError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "GLOBAL " in str(e):  # a pickle that imports a class or function: more than tensors
             raise KdlabError(unsafe_pickle_message(path, e)) from None

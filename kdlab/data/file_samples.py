@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from kdlab.data.bad_files import DECODE_ERRORS, BadFileLog, BadImageFile, reason
+from kdlab.data.crop_replay import CropReplay
 from kdlab.data.imagesets import FileImageSet
 from kdlab.data.transforms import eval_box, load_sample, resized_crop_params
 
@@ -52,6 +53,13 @@ class _Samples(Dataset):
     def __init__(self, files: FileImageSet, train: bool, flip: bool) -> None:
         self.files, self.train, self.flip = files, train, flip
         self.skip = files.bad_log.policy == SKIP
+        self.replay: CropReplay | None = None  # recorded crops; keys (index, seed, view) replay them
+
+    def recorded(self, key: tuple[int, ...], j: int) -> tuple[int, int, int, int, bool] | None:
+        """The recorded (top, left, h, w, flip) of sample ``j`` when ``key`` names a replayed view."""
+        if len(key) < 3 or self.replay is None or not self.train or self.files.mode != "resized_crop":
+            return None
+        return self.replay.resized_box(key[2], j)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -72,12 +80,13 @@ class _Samples(Dataset):
 class FileSamples(_Samples):
     """key ``(index, seed)`` -> (uint8 3 x H x W image, target, index served, note)."""
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, int, str]:
-        i, seed = key
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[Tensor, int, int, str]:
+        i, seed = key[:2]
 
         def load(j: int) -> Tensor:
             g = torch.Generator().manual_seed(seed) if self.train else None
-            return load_sample(self.files.paths[j], self.files, train=self.train, flip=self.flip, g=g)
+            return load_sample(self.files.paths[j], self.files, train=self.train, flip=self.flip, g=g,
+                               replay=self.recorded(key, j))
 
         x, j, note = self._first_good(i, load, lambda: torch.zeros((3, *self.files.crop), dtype=torch.uint8))
         return x, int(self.files.targets[j]), j, note
@@ -88,8 +97,8 @@ class FileBytes(_Samples):
     index served, note). The header is read here, so a non-image file is met in the worker; a
     truncated JPEG only when the device decodes it."""
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, Tensor, bool, int, int, str]:
-        i, seed = key
+    def __getitem__(self, key: tuple[int, ...]) -> tuple[Tensor, Tensor, bool, int, int, str]:
+        i, seed = key[:2]
 
         def load(j: int) -> tuple[Tensor, Tensor, bool]:
             path = self.files.paths[j]
@@ -102,6 +111,9 @@ class FileBytes(_Samples):
                 raise BadImageFile(path, reason(e)) from None
             if not self.train:
                 return data, torch.tensor(eval_box_int(h, w, self.files)), False
+            rec = self.recorded(key, j)
+            if rec is not None:
+                return data, torch.tensor(rec[:4]), rec[4]
             g = torch.Generator().manual_seed(seed)
             box = torch.tensor(resized_crop_params(h, w, g))
             return data, box, bool(self.flip and float(torch.rand(1, generator=g)) < 0.5)

@@ -40,6 +40,7 @@ from kdlab.data.bad_files import BadFileLog
 from kdlab.data.batch import Batch
 from kdlab.data.class_balanced import class_balanced_order
 from kdlab.data.contrast import ContrastSampler, batch_generator
+from kdlab.data.crop_replay import CropReplay
 from kdlab.data.file_samples import FileBytes, FileSamples, collate_bytes, read_note
 from kdlab.data.gpu_decode import check_decode, decode_batch
 from kdlab.data.host_memory import keep_freed_host_memory
@@ -80,6 +81,7 @@ class EpochPlan:
     offsets: Tensor | None  # (N, 2) crop offsets in the padded image
     flips: Tensor | None  # (N,) bool
     seeds: Tensor | None  # (N,) per-image seeds (file pipelines): sample_seeds(seed, epoch, order)
+    view: int | None = None  # a replayed teacher-cache view (kdlab.data.crop_replay): the crops come from it
 
 
 class Loader(ABC):
@@ -110,6 +112,7 @@ class Loader(ABC):
         self.seed, self.device, self.channels_last = seed, device, channels_last
         self.normalize = Normalizer(mean, std, device)
         self.epoch, self.start_batch = 1, 0
+        self.replay: CropReplay | None = None  # recorded crops replayed instead of drawn (set_replay)
         # CRD-style methods: per batch, a positive and K other-class negatives (kdlab.data.contrast)
         self.contrast = (ContrastSampler(images.targets, contrast_negatives, contrast_mode)
                          if contrast_negatives else None)
@@ -156,7 +159,12 @@ class Loader(ABC):
             offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
             flips = torch.rand(n, generator=g) < 0.5
             seeds = sample_seeds(self.seed, epoch, order)
-        return EpochPlan(order, offsets, flips, seeds)
+        plan = EpochPlan(order, offsets, flips, seeds)
+        return self.replay.apply(plan, epoch) if self.replay is not None and self.augment else plan
+
+    def set_replay(self, replay: CropReplay) -> None:
+        """Take every epoch's crops from ``replay`` (a teacher cache's recorded views); before the first pass."""
+        self.replay = replay
 
     def _begin(self) -> tuple[int, int, EpochPlan]:
         """(epoch, first batch, plan with its crop draws already on the device) of the next pass."""
@@ -224,13 +232,14 @@ class _PlanSampler:
     def __len__(self) -> int:
         return sum(1 for b in range(self.start, self.num_batches) if self._part(b)[1] > self._part(b)[0])
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
         order = self.plan.order.tolist()
         seeds = self.plan.seeds.tolist() if self.plan.seeds is not None else [0] * len(order)
+        view = () if self.plan.view is None else (self.plan.view,)  # replayed: workers read the recorded crop
         for b in range(self.start, self.num_batches):
             lo, hi = self._part(b)
             if hi > lo:  # only a rank's part of a short last batch can be empty
-                yield list(zip(order[lo:hi], seeds[lo:hi]))
+                yield [(i, s, *view) for i, s in zip(order[lo:hi], seeds[lo:hi])]
 
 
 class FileLoader(Loader):
@@ -261,6 +270,10 @@ class FileLoader(Loader):
             pin_memory=pin and not gpu and torch.cuda.is_available(),
             persistent_workers=persistent_workers and num_workers > 0,
             collate_fn=collate_bytes if gpu else None, generator=torch.Generator())
+
+    def set_replay(self, replay: CropReplay) -> None:
+        super().set_replay(replay)
+        self.loader.dataset.replay = replay  # the workers (started by the first pass) read the boxes
 
     @property
     def bad_files(self) -> BadFileLog:

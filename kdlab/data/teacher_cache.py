@@ -14,6 +14,9 @@ Which view the teacher sees (``view``):
   generator seeded by ``seed`` alone, so a rerun caches the same logits;
 * ``"clean"`` — the un-augmented image.
 
+``"replay"`` (FKD-style, :mod:`kdlab.data.replay_cache`) stores V training-style crops per image
+with the teacher's top-k logits and replays each crop for the student instead.
+
 Caveat (Beyer et al., "Knowledge distillation: A good teacher is patient and consistent", CVPR
 2022): with a cache the student and the teacher no longer see the same view of an image — the
 student gets a fresh augmentation every step, the teacher's logits belong to one fixed view (or
@@ -39,6 +42,7 @@ from kdlab.errors import KdlabError
 from kdlab.safe_load import safe_load
 
 VIEWS = ("augmented", "clean")
+CACHE_VIEWS = (*VIEWS, "replay")  # every data.cache_view; replay: kdlab.data.replay_cache
 CACHE_EPOCH = 0  # the loader's epoch whose draws make the cached view; training epochs start at 1
 
 

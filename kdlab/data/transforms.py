@@ -139,8 +139,10 @@ def decode_tensor(data: bytes, im: Image.Image | None, scale: int) -> Tensor:
 
 
 def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
-                g: torch.Generator | None) -> Tensor:
+                g: torch.Generator | None, replay: tuple[int, int, int, int, bool] | None = None) -> Tensor:
     """File ``path`` of ``files`` as a uint8 3 x H x W tensor at ``files.crop`` (see module doc).
+
+    ``replay`` (training): a recorded ``(top, left, h, w, flip)`` used instead of drawing from ``g``.
 
     The crop and resize run on uint8 tensors (torch's antialiased bilinear kernel, a port of
     PIL's, within one grey level of it and faster). A JPEG's size comes from its header
@@ -163,7 +165,7 @@ def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
                 size = (im.size[1], im.size[0])
             h, w = size
             if train:
-                top, left, ch, cw = resized_crop_params(h, w, g)
+                top, left, ch, cw = replay[:4] if replay is not None else resized_crop_params(h, w, g)
                 box: Box = (left, top, left + cw, top + ch)
             else:
                 box = eval_box(h, w, files.resize, out)
@@ -175,7 +177,8 @@ def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
             t, lf = min(round(top / s), img.shape[-2] - 1), min(round(left / s), img.shape[-1] - 1)
             x = TF.resize(img[:, t:t + max(1, round(ch / s)), lf:lf + max(1, round(cw / s))], list(out),
                           antialias=True)
-            if flip and float(torch.rand(1, generator=g)) < 0.5:
+            flipped = replay[4] if replay is not None else flip and float(torch.rand(1, generator=g)) < 0.5
+            if flipped:
                 x = x.flip(-1)
         else:
             x = TF.center_crop(TF.resize(img, list(resized_size(h, w, files.resize)), antialias=True), list(out))
