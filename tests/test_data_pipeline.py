@@ -20,6 +20,8 @@ Tolerances, and why:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -172,7 +174,7 @@ def test_jpeg_size_reads_the_frame_header_as_pil_does(jpegs, tmp_path) -> None:
     for path in jpegs:
         with Image.open(path) as im:
             w, h = im.size
-        assert jpeg_size(open(path, "rb").read()) == (h, w)
+        assert jpeg_size(Path(path).read_bytes()) == (h, w)
     prog = tmp_path / "progressive.jpg"  # SOF2, after EXIF-free APP0, DQT and DHT segments
     _pil(jpegs[0]).save(prog, "JPEG", progressive=True, quality=80)
     with Image.open(prog) as im:
@@ -180,5 +182,5 @@ def test_jpeg_size_reads_the_frame_header_as_pil_does(jpegs, tmp_path) -> None:
     png = tmp_path / "x.png"
     _pil(jpegs[0]).save(png)
     assert jpeg_size(png.read_bytes()) is None  # not a JPEG: PIL reads the header instead
-    assert jpeg_size(open(jpegs[0], "rb").read()[:20]) is None  # header cut before the frame
+    assert jpeg_size(Path(jpegs[0]).read_bytes()[:20]) is None  # header cut before the frame
     assert jpeg_size(b"\xff\xd8\xff\xda\x00\x02") is None  # a scan before any frame header
