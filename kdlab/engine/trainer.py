@@ -291,8 +291,10 @@ class Trainer:
 
     # ---- evaluation and logging ---------------------------------------------------------
     def evaluate(self, loader) -> dict[str, float]:
-        """Score the inference model on ``loader`` with the task's evaluator."""
-        return self.evaluator(self.distiller.inference_model(), loader, self.policy)
+        """Score the inference model (rank 0's buffers on every rank) on ``loader`` with the task's evaluator."""
+        model = self.distiller.inference_model()
+        distributed.broadcast_buffers(model)
+        return self.evaluator(model, loader, self.policy)
 
     def _validate(self, epoch: int) -> None:
         if self.val_loader is None:
