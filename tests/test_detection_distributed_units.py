@@ -117,3 +117,13 @@ def test_detections_gathered_from_two_shards_score_as_one_evaluation(coco7, monk
     monkeypatch.setattr(distributed, "gather_objects", lambda obj: None)
     monkeypatch.setattr(distributed, "broadcast_object", lambda obj: (single, None) if obj == (None, None) else obj)
     assert detection_eval.evaluate_detection(model, shards[1]) == single
+
+
+def test_a_pass_leaves_the_global_rng_alone(coco7):
+    """The detector's RPN/ROI samplers draw from the global RNG: serving batches (a training epoch, an
+    evaluation, a resumed epoch) must not move it, or a resumed run would sample other proposals."""
+    state = torch.get_rng_state()
+    for train in (True, False):
+        ds = CocoSet(*coco7, transform=detection_transform(train=train, short_side=40), drop_empty=train)
+        assert sum(len(b) for b in DetectionLoader(ds, batch_size=3, train=train, seed=1)) == 7
+    assert torch.equal(torch.get_rng_state(), state)

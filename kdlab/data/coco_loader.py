@@ -86,6 +86,8 @@ class DetectionLoader:
         batches = self.keys(self._epoch, self._start)
         if not batches:
             return iter(())
+        # its own generator: a DataLoader draws its workers' base seed from the global RNG otherwise,
+        # and a pass (an evaluation, a resumed epoch) would shift the training's RPN/ROI sampling draws
         loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
-                            collate_fn=collate, persistent_workers=False)
+                            collate_fn=collate, persistent_workers=False, generator=torch.Generator())
         return iter(loader)

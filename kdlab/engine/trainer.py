@@ -142,7 +142,7 @@ class Trainer:
         if rank_io.claim(self.folder, resume, overwrite):
             ck = rank_io.load_last(self.folder)
             self._notes.append(resume_state.restore(self, ck, self.folder.last))
-            self._pending_rng = ck["rng"]
+            self._pending_rng = resume_state.rank_rng(ck)
             self._last_good = self.folder.last
 
     # ---- checkpoints --------------------------------------------------------------------
