@@ -127,3 +127,34 @@ def test_a_pass_leaves_the_global_rng_alone(coco7):
         ds = CocoSet(*coco7, transform=detection_transform(train=train, short_side=40), drop_empty=train)
         assert sum(len(b) for b in DetectionLoader(ds, batch_size=3, train=train, seed=1)) == 7
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_a_scoring_failure_on_rank_0_reaches_every_rank_as_one_line(coco7, monkeypatch):
+    ds = CocoSet(*coco7)
+    shard = DetectionLoader(ds, batch_size=4, train=False, shard=(1, 2))
+    sent: list = []
+    monkeypatch.setattr(distributed, "gather_objects", lambda obj: [obj, []])  # rank 0's view
+
+    def broken(dataset, dets):
+        raise ValueError("bad\nresult file")
+
+    monkeypatch.setattr(detection_eval, "score_detections", broken)
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj: sent.append(obj) or obj)
+    with pytest.raises(ValueError, match="bad"):  # rank 0 tells the others, then fails with its own error
+        detection_eval.evaluate_detection(_Noisy(ds), shard)
+    assert sent == [(None, "ValueError: bad")]
+    monkeypatch.setattr(distributed, "gather_objects", lambda obj: None)  # a rank waiting for rank 0
+    monkeypatch.setattr(distributed, "broadcast_object", lambda obj: sent[0])
+    with pytest.raises(KdlabError, match=r"^rank 0 could not score the gathered detections: ValueError: bad$"):
+        detection_eval.evaluate_detection(_Noisy(ds), shard)
+
+
+def test_a_rank_resumes_with_its_own_rng_states_on_the_same_number_of_processes(monkeypatch):
+    from kdlab.engine.resume_state import rank_rng
+
+    ck = {"rng": "rank 0", "rng_ranks": ["rank 0", "rank 1"]}
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    assert rank_rng(ck) == "rank 1"
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)  # another world size: rank 0's states
+    assert rank_rng(ck) == "rank 0" and rank_rng({"rng": "old file"}) == "old file"
