@@ -154,12 +154,10 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
     d = cfg.data
     asks = train and distiller is not None
     if getattr(data, "task", "classification") == "detection":
-        if distributed.active():
-            raise KdlabError("detection batches are not sharded across processes yet; train detectors without "
-                             "torchrun / --nproc")
         return DetectionLoader(images, batch_size=d.batch_size if train else d.eval_batch_size, train=train,
                                seed=cfg.train.seed, num_workers=d.num_workers,
-                               drop_last=bool(asks and distiller.drop_last))
+                               drop_last=bool(asks and distiller.drop_last),
+                               shard=(distributed.rank(), distributed.world_size()))
     if asks and distiller.loader_kind != "images":
         if distributed.active():
             raise KdlabError(f"method {cfg.method.name!r} trains on {distiller.loader_kind!r} batches, which are "

@@ -151,6 +151,6 @@ class CocoSet(torch.utils.data.Dataset):
         image, target = self.raw(i)
         if seed is None:
             return self.transform(image, target)
-        with torch.random.fork_rng(devices=[]):  # the flip depends on (seed, epoch, position) only
+        with torch.random.fork_rng(devices=[]):  # the flip depends on (seed, epoch, index) only
             torch.manual_seed(seed)
             return self.transform(image, target)

@@ -139,6 +139,28 @@ def all_gather_cat(t: Tensor) -> Tensor:
     return torch.cat([p[:s] for p, s in zip(parts, sizes_i)])
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers of ``module`` (BatchNorm running statistics) to every rank, in place.
+
+    Without SyncBatchNorm each rank updates its running statistics from its own samples after DDP's
+    last broadcast; evaluating then would score every rank's part with other statistics than the
+    ones rank 0 saves in ``best.pt``.
+    """
+    if active():
+        with torch.no_grad():
+            for b in module.buffers():
+                dist.broadcast(b, src=0)
+
+
+def gather_objects(obj: object) -> list[object] | None:
+    """Every rank's picklable ``obj`` on rank 0, in rank order (None on the other ranks); ``[obj]`` single-process."""
+    if not active():
+        return [obj]
+    out: list[object] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
 def broadcast_object(obj: object) -> object:
     """Rank 0's ``obj`` on every rank."""
     if not active():

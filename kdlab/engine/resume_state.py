@@ -1,8 +1,9 @@
 """What ``last.pt`` holds and how a trainer is put back from it (exact resume).
 
 ``last.pt`` holds everything needed to continue bit-exactly: weights (teacher excluded), optimizer,
-scheduler, RNG states, the position ``(epoch, batch_in_epoch, global_step)``, the best metric, the
-running epoch meter, early-stopping counters, the BN buffers of a train-mode teacher and the config.
+scheduler, RNG states (every rank's under DDP), the position ``(epoch, batch_in_epoch,
+global_step)``, the best metric, the running epoch meter, early-stopping counters, the BN buffers
+of a train-mode teacher and the config.
 :class:`~kdlab.engine.run_folder.RunFolder` adds the metrics log's length and the pending best.
 Everything is a tensor, number, string or container, so the file loads with ``weights_only=True``.
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from kdlab.engine import distributed
 from kdlab.engine.rng import capture_rng_state
 from kdlab.errors import KdlabError
 
@@ -48,15 +50,27 @@ def teacher_buffers(trainer: Trainer, load: dict[str, Tensor] | None = None) -> 
     return {k: v.detach().clone() for k, v in buffers.items()}
 
 
+def rank_rng(ck: dict[str, Any]) -> dict[str, Any]:
+    """The RNG states this process resumes with: its own rank's when ``ck`` was written by as many
+    processes (``rng_ranks``), else rank 0's (``rng``; a run resumed on another number of processes)."""
+    ranks = ck.get("rng_ranks") or []
+    return ranks[distributed.rank()] if len(ranks) == distributed.world_size() > 1 else ck["rng"]
+
+
 def capture(trainer: Trainer, wall_s: float) -> dict[str, Any]:
-    """The resume state of ``trainer`` now."""
+    """The resume state of ``trainer`` now (a collective under DDP: every rank's RNG states go to rank 0)."""
     t = trainer
+    rng = capture_rng_state()
+    # ranks draw different amounts from their global RNG (detection: torchvision's RPN/ROI samplers
+    # draw per proposal), so each rank's states are kept for a resume on the same number of processes
+    ranks = distributed.gather_objects(rng) if distributed.active() else None
     return {
         "format": CHECKPOINT_FORMAT,
         "distiller": t.distiller.state_dict_without_teacher(),
         "optimizer": t.optimizer.state_dict(),
         "scheduler": t.scheduler.state_dict(),
-        "rng": capture_rng_state(),
+        "rng": rng,
+        "rng_ranks": ranks or [],
         "epoch": t.epoch,
         "batch_in_epoch": t.batch_in_epoch,
         "global_step": t.global_step,

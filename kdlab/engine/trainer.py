@@ -142,7 +142,7 @@ class Trainer:
         if rank_io.claim(self.folder, resume, overwrite):
             ck = rank_io.load_last(self.folder)
             self._notes.append(resume_state.restore(self, ck, self.folder.last))
-            self._pending_rng = ck["rng"]
+            self._pending_rng = resume_state.rank_rng(ck)
             self._last_good = self.folder.last
 
     # ---- checkpoints --------------------------------------------------------------------
@@ -291,8 +291,10 @@ class Trainer:
 
     # ---- evaluation and logging ---------------------------------------------------------
     def evaluate(self, loader) -> dict[str, float]:
-        """Score the inference model on ``loader`` with the task's evaluator."""
-        return self.evaluator(self.distiller.inference_model(), loader, self.policy)
+        """Score the inference model (rank 0's buffers on every rank) on ``loader`` with the task's evaluator."""
+        model = self.distiller.inference_model()
+        distributed.broadcast_buffers(model)
+        return self.evaluator(model, loader, self.policy)
 
     def _validate(self, epoch: int) -> None:
         if self.val_loader is None:
