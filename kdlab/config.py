@@ -3,7 +3,8 @@
 A config is a few lines of YAML loaded into the :class:`Config` dataclasses. Unknown keys are
 rejected with the nearest valid key; values are converted to the field's type or rejected with
 one clear line. ``base: other.yaml`` (relative to the file) deep-merges another file underneath.
-Shipped recipes live in ``kdlab/configs/<dataset>/<method>/<pair>.yaml`` and can be named
+Shipped recipes (found by :mod:`kdlab.config_paths`, whose names this module re-exports) live in
+``kdlab/configs/<dataset>/<method>/<pair>.yaml`` and can be named
 without the directory or the ``.yaml`` suffix, e.g. ``cifar100/kd/resnet32x4_resnet8x4``.
 """
 
@@ -18,11 +19,14 @@ from typing import Any
 
 import yaml
 
+from kdlab.config_paths import CONFIG_DIR as CONFIG_DIR  # re-exported: kdlab.config keeps its public names
+from kdlab.config_paths import list_configs as list_configs
+from kdlab.config_paths import resolve_config_path
+from kdlab.config_paths import resolve_shipped as resolve_shipped
+from kdlab.config_paths import shipped_yaml as shipped_yaml
 from kdlab.config_ranges import check_ranges
 from kdlab.config_yaml import YamlAliasError, load_yaml, read_config_text, yaml_problem
 from kdlab.errors import KdlabError, closest
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
 @dataclass
@@ -175,52 +179,6 @@ class Config:
 
 # ---------------------------------------------------------------------------------------------
 # loading
-
-
-def shipped_yaml(spec: str | Path, folder: Path) -> Path | None:
-    """``spec`` when it is a file, else ``folder/spec`` or ``folder/spec.yaml`` (a shipped name), else None."""
-    p = Path(spec)
-    if p.is_file():
-        return p
-    for cand in (folder / p, folder / f"{spec}.yaml"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-def resolve_shipped(spec: str | Path, folder: Path, what: str, noun: str) -> Path:
-    """``spec`` as a file or a name shipped in ``folder``; otherwise one line with the nearest names
-    (``what``: how the spec is called, ``noun``: what the folder ships, e.g. "grid")."""
-    found = shipped_yaml(spec, folder)
-    if found is not None:
-        return found
-    names = sorted(q.stem for q in folder.glob("*.yaml"))
-    near = closest(str(spec), names)
-    hint = f"did you mean {', '.join(near)}?" if near else f"shipped {noun}s: {', '.join(names)}"
-    raise KdlabError(f"{what} {str(spec)!r} is neither a file nor a shipped {noun}; {hint}")
-
-
-def resolve_config_path(spec: str | Path) -> Path:
-    """A path to a YAML file, or the name of a shipped recipe (``cifar100/kd/resnet32x4_resnet8x4``)."""
-    found = shipped_yaml(spec, CONFIG_DIR)
-    if found is not None:
-        return found
-    p = Path(spec)
-    if p.is_dir():
-        raise KdlabError(f"config {str(spec)!r} is a directory; give a YAML file or a shipped recipe name "
-                         "(`kdlab list configs`)")
-    if p.exists():  # neither a regular file nor a directory (a device, a FIFO...)
-        raise KdlabError(f"config {str(spec)!r} is not a regular file; give a YAML file")
-    names = list_configs()
-    near = closest(str(spec), names)
-    hint = f"did you mean {', '.join(near)}?" if near else "see `kdlab list configs`"
-    raise KdlabError(f"config {str(spec)!r} is neither a file nor a shipped recipe; {hint}")
-
-
-def list_configs() -> list[str]:
-    """Names of the shipped recipes, relative to the config directory, without ``.yaml``."""
-    return sorted(str(p.relative_to(CONFIG_DIR).with_suffix("")) for p in CONFIG_DIR.rglob("*.yaml")
-                  if not p.name.startswith("_"))
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
