@@ -28,9 +28,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -41,6 +39,7 @@ from kdlab.data.batch import Batch
 from kdlab.data.class_balanced import class_balanced_order
 from kdlab.data.contrast import ContrastSampler, batch_generator
 from kdlab.data.crop_replay import CropReplay
+from kdlab.data.epoch_plan import EpochPlan, PlanSampler, epoch_generator, shard_bounds
 from kdlab.data.file_samples import FileBytes, FileSamples, collate_bytes, read_note
 from kdlab.data.gpu_decode import check_decode, decode_batch
 from kdlab.data.host_memory import keep_freed_host_memory
@@ -49,39 +48,11 @@ from kdlab.data.sample_rng import sample_seeds
 from kdlab.errors import KdlabError
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A CPU generator whose stream depends only on (seed, epoch)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF]).generate_state(2)
-    return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
-
-
-def shard_bounds(lo: int, hi: int, shard: tuple[int, int]) -> tuple[int, int]:
-    """Rank ``shard[0]``'s contiguous part of positions ``lo:hi`` split over ``shard[1]`` ranks.
-
-    The first ``(hi - lo) % world`` ranks get one more position than the others.
-    """
-    r, w = shard
-    q, rem = divmod(hi - lo, w)
-    start = lo + r * q + min(r, rem)
-    return start, start + q + (1 if r < rem else 0)
-
-
 def check_int(key: str, value: object, low: int) -> None:
     """One-line :class:`KdlabError` unless ``value`` is an int >= ``low`` (bad config values)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         need = "a positive integer" if low == 1 else f"an integer >= {low}"
         raise KdlabError(f"{key} must be {need}, got {value!r}")
-
-
-@dataclass
-class EpochPlan:
-    """What is random in one epoch, indexed by position in the epoch's sample order."""
-
-    order: Tensor  # (N,) dataset indices in the order they are served
-    offsets: Tensor | None  # (N, 2) crop offsets in the padded image
-    flips: Tensor | None  # (N,) bool
-    seeds: Tensor | None  # (N,) per-image seeds (file pipelines): sample_seeds(seed, epoch, order)
-    view: int | None = None  # a replayed teacher-cache view (kdlab.data.crop_replay): the crops come from it
 
 
 class Loader(ABC):
@@ -213,35 +184,6 @@ class TensorLoader(Loader):
                         epoch=epoch, extra=extra)
 
 
-class _PlanSampler:
-    """Batch sampler serving the keys of the pass the loader set in ``start`` / ``plan``.
-
-    It holds no reference back to the loader: a cycle would leave the DataLoader's workers to the
-    garbage collector, whose teardown order makes their shutdown wait for a 10 s timeout.
-    """
-
-    def __init__(self, batch_size: int, num_batches: int, n: int, plan: EpochPlan,
-                 shard: tuple[int, int] = (0, 1)) -> None:
-        self.batch_size, self.num_batches, self.n = batch_size, num_batches, n
-        self.start, self.plan, self.shard = 0, plan, shard
-
-    def _part(self, b: int) -> tuple[int, int]:
-        lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, self.n)
-        return shard_bounds(lo, hi, self.shard) if self.shard[1] > 1 else (lo, hi)
-
-    def __len__(self) -> int:
-        return sum(1 for b in range(self.start, self.num_batches) if self._part(b)[1] > self._part(b)[0])
-
-    def __iter__(self) -> Iterator[list[tuple[int, ...]]]:
-        order = self.plan.order.tolist()
-        seeds = self.plan.seeds.tolist() if self.plan.seeds is not None else [0] * len(order)
-        view = () if self.plan.view is None else (self.plan.view,)  # replayed: workers read the recorded crop
-        for b in range(self.start, self.num_batches):
-            lo, hi = self._part(b)
-            if hi > lo:  # only a rank's part of a short last batch can be empty
-                yield [(i, s, *view) for i, s in zip(order[lo:hi], seeds[lo:hi])]
-
-
 class FileLoader(Loader):
     """Serves a :class:`FileImageSet` through a torch DataLoader with ``num_workers`` workers.
 
@@ -261,7 +203,7 @@ class FileLoader(Loader):
             keep_freed_host_memory()  # batch-sized float tensors without page faults (kdlab.data.host_memory)
         check_decode(decode, self.device)
         self.files, self.decode, self.prefetch = images, decode, prefetch
-        self.sampler = _PlanSampler(self.batch_size, len(self), len(images), self.plan(1), self.shard)
+        self.sampler = PlanSampler(self.batch_size, len(self), len(images), self.plan(1), self.shard)
         gpu = decode == "gpu" and images.mode == "resized_crop"  # fixed-size sets: small, decoded by workers
         samples = (FileBytes if gpu else FileSamples)(images, train=self.augment, flip=self.flip)
         pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
