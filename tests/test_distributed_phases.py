@@ -3,7 +3,9 @@
 The fast tests check the pieces in one process: the tuple loader's shards against the unsharded
 loader and the init phase's gradient averaging. The slow ones start 2 torchrun processes (gloo,
 SyncBatchNorm on, as tests/test_distributed.py, whose helpers they reuse) and compare the weights
-with a single-process run of the same global batch.
+with a single-process run of the same global batch (AB and FSP to 1e-6; FT's large main-phase
+steps to 1e-5 of how far each weight moved, its init phase to 1e-6; CompKD to 1e-6 after 4 steps).
+Each takes 10-25 s.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def moved_alike(a: dict, b: dict, start: dict, rel: float) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["fsp", "ft"])
+@pytest.mark.parametrize("method", ["fsp", "ab", "ft"])
 def test_an_init_phase_on_two_processes_trains_like_one_and_resumes_on_one(method, tmp_path):
     from test_distributed import WORKER, last_state, max_diff, single_run, torchrun, write_cfg
 
@@ -110,7 +112,7 @@ def test_an_init_phase_on_two_processes_trains_like_one_and_resumes_on_one(metho
     # (on 1 vs 2 processes as without an init phase): its final weights are compared relatively.
     two_stage = {"method": {"name": method, "params": {"init_epochs": 2, "init_lr": 0.01}},
                  "teacher": {"name": "resnet8", "checkpoint": teacher_file(tmp_path, 3)},
-                 "schedule": {"epochs": 1, "milestones": [1]}, "optim": {"lr": 0.05 if method == "fsp" else 0.01}}
+                 "schedule": {"epochs": 1, "milestones": [1]}, "optim": {"lr": 0.01 if method == "ft" else 0.05}}
     ref = single_run(write_cfg(tmp_path / "one.yaml", tmp_path / "runs", "one", **two_stage))
     cfg = write_cfg(tmp_path / "two.yaml", tmp_path / "runs", "two", **two_stage)
     r = torchrun([str(WORKER), str(cfg), str(tmp_path / "dump")])
@@ -122,7 +124,7 @@ def test_an_init_phase_on_two_processes_trains_like_one_and_resumes_on_one(metho
     init = lambda d: torch.load(d / "checkpoints" / "init.pt", weights_only=True)["distiller"]  # noqa: E731
     assert max_diff(init(two), init(one)) < 1e-6  # rank 0's init.pt: the single-process init phase
     assert max_diff(init(one), ref) > 1e-2  # (the main phase did train on)
-    same = ((lambda a, b: max_diff(a, b) < 1e-6) if method == "fsp"  # noqa: E731
+    same = ((lambda a, b: max_diff(a, b) < 1e-6) if method != "ft"  # noqa: E731
             else (lambda a, b: moved_alike(a, b, init(one), 1e-5)))
     assert same(rank0, ref)  # 2 init epochs + 1 main epoch of 4 global batches each
     files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
