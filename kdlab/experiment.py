@@ -8,7 +8,8 @@ Two generic hooks, read from the method class, never from its name:
 
 * ``loader_kind`` (default ``"images"``): a method that trains on something other than single
   images names a training loader of :data:`TRAIN_LOADERS` (``"tuples"``: CompKD's tuples) and
-  gives its options in ``loader_options``; evaluation loaders are always the plain ones.
+  gives its options in ``loader_options`` (the builder also takes ``shard=(rank, world)``);
+  evaluation loaders are always the plain ones.
 * ``data.cache_teacher``: the teacher runs before training, never during it, and the training
   loader attaches its cached logits to each batch (:mod:`kdlab.teacher_caching`: one view per
   image, or FKD-style replayed crops), saved in the run folder with a fingerprint so a rerun or a
@@ -159,13 +160,10 @@ def make_loader(cfg: Config, data: DataBundle, split: str, policy: DevicePolicy,
                                drop_last=bool(asks and distiller.drop_last),
                                shard=(distributed.rank(), distributed.world_size()))
     if asks and distiller.loader_kind != "images":
-        if distributed.active():
-            raise KdlabError(f"method {cfg.method.name!r} trains on {distiller.loader_kind!r} batches, which are "
-                             "not sharded across processes; train it without torchrun / --nproc")
         return TRAIN_LOADERS[distiller.loader_kind](
             images, batch_size=d.batch_size, seed=cfg.train.seed, device=policy.device, mean=data.mean,
             std=data.std, crop_padding=d.crop_padding, flip=d.flip, channels_last=policy.channels_last,
-            **distiller.loader_options)
+            shard=(distributed.rank(), distributed.world_size()), **distiller.loader_options)
     return build_loader(
         images, batch_size=d.batch_size if train else d.eval_batch_size, train=train, device=policy.device,
         mean=data.mean, std=data.std, crop_padding=d.crop_padding, flip=d.flip,

@@ -22,6 +22,11 @@ validations). Everything random in a batch is a function of (seed, epoch, batch)
 ``set_epoch(e, start_batch)`` resumes exactly. Unlike CompKD's DataLoader (whose last batch of a
 pass over the pool is short), every batch holds exactly ``batch_size`` tuples: a batch that
 crosses the end of a pass takes the first tuples of the next one.
+
+Multi-process runs: with ``shard=(rank, world)`` every rank draws the same global batch of
+``batch_size`` tuples (and the augmentation of all its images) and serves only its contiguous part
+of the tuples (:func:`~kdlab.data.loader.shard_bounds`, the image loaders' rule), each tuple whole,
+so the ranks' batches concatenated in rank order are exactly the single-process batch.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from torch import Tensor
 from kdlab.data.augment import Normalizer, crop_flip
 from kdlab.data.batch import Batch
 from kdlab.data.imagesets import ImageSet, TensorImageSet
-from kdlab.data.loader import check_int
+from kdlab.data.loader import check_int, shard_bounds
 from kdlab.errors import KdlabError
 
 _PASS_TAG = 0x7475706C  # keeps tuple draws apart from the image loaders' (seed, epoch) streams
@@ -103,12 +108,19 @@ class TupleLoader:
     def __init__(self, images: ImageSet, *, pos_and_neg: int = 3, max_tuples: int = 100_000,
                  batch_size: int, seed: int = 0, device: torch.device | str = "cpu",
                  mean: Sequence[float], std: Sequence[float], crop_padding: int = 4, flip: bool = True,
-                 augment: bool = True, steps_per_epoch: int | None = None, channels_last: bool = False) -> None:
+                 augment: bool = True, steps_per_epoch: int | None = None, channels_last: bool = False,
+                 shard: tuple[int, int] = (0, 1)) -> None:
         if not isinstance(images, TensorImageSet):
             raise KdlabError("tuple loaders need the training images in memory; set data.in_memory: true "
                              "(few-sample subsets are small)")
         check_int("data.batch_size", batch_size, 1)
         check_int("data.crop_padding", crop_padding, 0)
+        if not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
+            raise KdlabError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+        if batch_size < shard[1]:
+            raise KdlabError(f"data.batch_size={batch_size} tuples cannot be shared among {shard[1]} processes; "
+                             f"use at least {shard[1]}")
+        self.shard = shard
         self.dataset = images
         self.pos, self.neg = tuple_split(pos_and_neg)
         self.size = pos_and_neg
@@ -152,14 +164,17 @@ class TupleLoader:
     def __iter__(self) -> Iterator[Batch]:
         epoch, start = self.epoch, self.start_batch
         self.epoch, self.start_batch = epoch + 1, 0
+        lo, hi = shard_bounds(0, self.batch_size, self.shard)  # this rank's tuples of every global batch
+        rows = slice(lo * self.size, hi * self.size)  # and their images
         for b in range(start, len(self)):
-            table = self.batch_tuples(epoch, b)
+            table = self.batch_tuples(epoch, b)[lo:hi]
             idx = table.reshape(-1).to(self.device)
             x = self.images.index_select(0, idx)
             if self.augment and (self.crop_padding or self.flip):
-                g = _generator(self.seed, _AUG_TAG, epoch, b)
-                offsets = torch.randint(0, 2 * self.crop_padding + 1, (len(idx), 2), generator=g)
-                flips = torch.rand(len(idx), generator=g) < 0.5
+                g = _generator(self.seed, _AUG_TAG, epoch, b)  # drawn for the global batch, then sliced
+                every = self.batch_size * self.size
+                offsets = torch.randint(0, 2 * self.crop_padding + 1, (every, 2), generator=g)[rows]
+                flips = (torch.rand(every, generator=g) < 0.5)[rows]
                 if not self.flip:
                     flips = torch.zeros_like(flips)
                 x = crop_flip(x, offsets.to(self.device), flips.to(self.device), self.crop_padding)

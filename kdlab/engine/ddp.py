@@ -5,9 +5,14 @@
   no kernels, :class:`GlooSyncBatchNorm`, the same statistics over the global batch computed with
   differentiable all-reduces.
 * The distiller is wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`: the gradients
-  of its trainable part (student + connectors) are averaged; the teacher's parameters and buffers
-  are ignored (replicated, never synchronised, run under ``no_grad``), and so are the buffers of
-  modules that keep state across the batch dimension.
+  of its trainable part (``trainable_parameters()``: student + connectors) are averaged; the
+  teacher's parameters and buffers are ignored (replicated, never synchronised, run under
+  ``no_grad``), and so are modules trained only in an init phase (AB's connectors, FT's
+  paraphraser: frozen in the main phase) and the buffers of modules that keep state across the
+  batch dimension.
+* The init phase of two-stage methods (AB, FT, FSP) runs on the unwrapped distiller and averages
+  the gradients of its init parameters with :func:`average_gradients` (one all-reduce per dtype,
+  as DDP does for its buckets).
 * A module with ``gathers_batch = True`` (CRD's :class:`~kdlab.methods.modules.memory.ContrastMemory`)
   gets ``sync``: a :class:`RankSync` whose ``gather`` all-gathers tensors and ``mean`` averages
   scalars over ranks, so its state is updated from the global batch and stays identical on every rank.
@@ -123,9 +128,39 @@ def wrap(distiller: nn.Module, *, device: torch.device, sync_bn: bool,
     if sync_bn:
         convert_sync_bn(distiller, device)
     gathered = attach_sync(distiller)
-    ignore = [n for n, _ in distiller.named_parameters() if n.startswith("teacher.")]
+    trained = {id(p) for p in distiller.trainable_parameters()}
+    ignore = [n for n, p in distiller.named_parameters() if n.startswith("teacher.") or id(p) not in trained]
     ignore += [n for n, _ in distiller.named_buffers()
                if n.startswith("teacher.") or any(n.startswith(g + ".") for g in gathered)]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(distiller, ignore)
     return DistributedDataParallel(distiller, device_ids=None, find_unused_parameters=find_unused)
 
+
+
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Replace each parameter's gradient by its mean over ranks, in place (no-op single-process).
+
+    Every rank must pass the same parameters in the same order. A gradient that is missing on a
+    rank counts as zero there; a parameter without a gradient on every rank keeps none (so the
+    optimizer skips it, as it would in one process).
+    """
+    if not distributed.active() or not params:
+        return
+    world = distributed.world_size()
+    device = params[0].device
+    has = distributed.all_reduce_sum(torch.tensor([float(p.grad is not None) for p in params], device=device))
+    buckets: dict[tuple[torch.dtype, torch.device], list[nn.Parameter]] = {}
+    for p, h in zip(params, has.tolist()):
+        if h > 0:
+            buckets.setdefault((p.dtype, p.device), []).append(p)
+    for group in buckets.values():
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in group])
+        distributed.all_reduce_sum(flat).div_(world)
+        at = 0
+        for p in group:
+            part = flat[at:at + p.numel()].view_as(p)
+            if p.grad is None:
+                p.grad = part.clone()
+            else:
+                p.grad.copy_(part)
+            at += p.numel()

@@ -9,6 +9,14 @@ RepDistiller's pretrain, AB and FSP leave the student in eval mode except its fe
 The result is saved to ``checkpoints/init.pt``: a run killed after the init phase does not
 redo it when resumed; one killed during it redoes it from the start (it is seeded, so the
 outcome is the same).
+
+Multi-process runs (torchrun): every rank serves its share of each global batch (the trainer's
+sharded loader), scales its mean loss by ``its samples x world / global samples`` as the main
+phase does (:mod:`kdlab.engine.step`), and the init parameters' gradients are averaged over ranks
+(:func:`kdlab.engine.ddp.average_gradients`), so every rank applies the single-process update of
+the global batch (BatchNorm statistics too with ``train.sync_bn``). A non-finite loss on any rank
+stops all of them. Rank 0 alone writes ``init.pt``; it holds the global state, so a run resumes
+from it on any number of processes.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kdlab.engine import ddp, distributed, rank_io
 from kdlab.engine.checkpoint import load_checkpoint_file, save_checkpoint
 from kdlab.engine.metrics import as_batch
 from kdlab.engine.optim import build_optimizer
 from kdlab.engine.rng import capture_rng_state, restore_rng_state
+from kdlab.engine.step import finite_everywhere
 from kdlab.errors import KdlabError
 
 if TYPE_CHECKING:
@@ -40,7 +50,7 @@ def _set_phase(d: torch.nn.Module, phase: str) -> None:
 def run_init_phase(trainer: Trainer, path: Path) -> None:
     """Run (or reload from ``path``) the distiller's init phase."""
     d = trainer.distiller
-    if path.exists():
+    if distributed.broadcast_object(path.exists()):  # rank 0's view of the run folder decides
         state = load_checkpoint_file(path)
         d.load_state_dict_without_teacher(state["distiller"])
         restore_rng_state(state["rng"])
@@ -53,6 +63,7 @@ def run_init_phase(trainer: Trainer, path: Path) -> None:
     opt = build_optimizer(params, replace(trainer.cfg.optim, lr=lr))
     policy = trainer.policy
     loader = trainer.train_loader
+    world = distributed.world_size()
     _set_phase(d, "init")
     try:
         for epoch in range(1, d.init_epochs + 1):
@@ -71,18 +82,26 @@ def run_init_phase(trainer: Trainer, path: Path) -> None:
                 with policy.autocast():
                     _, terms = d(batch)
                 loss = sum(terms.values())
-                if not bool(torch.isfinite(loss)):
+                if not finite_everywhere(loss, world):
                     shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
                     raise KdlabError(f"init phase diverged: non-finite loss at init epoch {epoch}, batch {i} "
                                      f"({shown}); try a lower init_lr")
                 opt.zero_grad(set_to_none=True)
+                m = len(batch)
+                total += float(loss.detach()) * m
+                n += m
+                if world > 1:  # this rank's share of the global batch's mean loss (then averaged)
+                    every = distributed.all_reduce_sum(torch.tensor(float(m), device=policy.device))
+                    loss = loss * (m * world / every)
                 loss.backward()
+                ddp.average_gradients(params)
                 opt.step()
-                total += float(loss.detach()) * batch.target.shape[0]
-                n += batch.target.shape[0]
-            trainer.logger.log_event("init", epoch=epoch, loss=total / max(n, 1), lr=lr)
-            trainer.logger.print(f"init epoch {epoch}/{d.init_epochs} | loss {total / max(n, 1):.4f}")
+            seen = distributed.all_reduce_sum(torch.tensor([total, float(n)], dtype=torch.float64,
+                                                           device=policy.device if world > 1 else "cpu"))
+            mean = float(seen[0]) / max(float(seen[1]), 1.0)
+            trainer.logger.log_event("init", epoch=epoch, loss=mean, lr=lr)
+            trainer.logger.print(f"init epoch {epoch}/{d.init_epochs} | loss {mean:.4f}")
     finally:
         _set_phase(d, "main")
-    save_checkpoint({"distiller": d.state_dict_without_teacher(), "init_epochs": d.init_epochs,
-                     "rng": capture_rng_state()}, path)
+    rank_io.save(save_checkpoint, {"distiller": d.state_dict_without_teacher(), "init_epochs": d.init_epochs,
+                                   "rng": capture_rng_state()}, path)

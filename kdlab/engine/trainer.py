@@ -16,7 +16,8 @@ so the loader must make each epoch's order and augmentation a function of (seed,
 
 Multi-process runs (torchrun): :mod:`kdlab.engine.distributed` joins the process group,
 :mod:`kdlab.engine.ddp` wraps the distiller (``self.model``: what a step calls),
-:mod:`kdlab.engine.step` splits the rank's share of the global batch into micro-batches, and
+:mod:`kdlab.engine.step` splits the rank's share of the global batch into micro-batches,
+:mod:`kdlab.engine.init_phase` averages the init parameters' gradients of a two-stage method, and
 :mod:`kdlab.engine.rank_io` keeps every file write on rank 0.
 """
 
@@ -106,9 +107,6 @@ class Trainer:
         self.policy: DevicePolicy = distributed.local_policy(build_policy(tc, distiller.student))
         distributed.init(self.policy.device)
         distributed.per_rank_batch(cfg.data.batch_size, distributed.world_size(), tc.accumulate)
-        if distributed.active() and distiller.init_epochs > 0:
-            raise KdlabError(f"{type(distiller).__name__} has an init phase, which runs in one process only; "
-                             "train it without torchrun / --nproc")
         prepare_distiller(distiller, self.policy, compile=tc.compile)
         self.model = ddp.wrap(distiller, device=self.policy.device, sync_bn=tc.sync_bn,
                               find_unused=tc.ddp_find_unused)
