@@ -35,23 +35,18 @@ def crop_flip(images: Tensor, offsets: Tensor, flips: Tensor, padding: int) -> T
 
 
 class Normalizer:
-    """uint8 (0..255) -> float32 ``(x / 255 - mean) / std``, computed as ``x * scale_c + shift_c``.
+    """uint8 (0..255) -> float32 ``(x / 255 - mean) / std``, as one fused multiply-add.
 
-    One conversion, then an in-place multiply and add per channel with Python-number operands:
-    on a CPU this is ~2.5x faster than one broadcast ``addcmul`` with (1, C, 1, 1) tensors, and on
-    the main process of a file loader it is the largest per-batch cost after the workers' decoding.
+    The multiply-add writes into the converted tensor (no second batch-sized allocation); the
+    values are bit-identical to ``addcmul(shift, x.float(), scale)``.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
-        self.scale = [1.0 / (255.0 * float(s)) for s in std]
-        self.shift = [-float(m) / float(s) for m, s in zip(mean, std)]
+        m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.scale = 1.0 / (255.0 * s)
+        self.shift = -m / s
 
     def __call__(self, images: Tensor) -> Tensor:
-        x = images.to(torch.float32, copy=True)  # never the caller's tensor, even when it is float already
-        if len(self.scale) == 1:
-            return x.mul_(self.scale[0]).add_(self.shift[0])
-        if x.shape[1] != len(self.scale):
-            raise ValueError(f"images have {x.shape[1]} channels, the normalisation {len(self.scale)}")
-        for c, (a, b) in enumerate(zip(self.scale, self.shift)):
-            x[:, c].mul_(a).add_(b)
-        return x
+        x = images.to(torch.float32, copy=True)  # never the caller's tensor, even a float one
+        return torch.addcmul(self.shift, x, self.scale, out=x)
