@@ -49,6 +49,6 @@ def test_detection_demo_trains_its_runs_and_prints_the_ap_table(tmp_path, capsys
     assert [r["epochs"] for r in rows] == [2, 1, 1, 1]  # the teacher trains twice as long
     for r, line in zip(rows, lines):
         assert all(0.0 <= r[k] <= 100.0 for k in ("val_AP", "val_AP50", "test_AP", "test_AP50"))
-        assert line[6:10] == [f"{r[k]:.2f}" for k in ("val_AP", "val_AP50", "test_AP", "test_AP50")]
+        assert line[5:9] == [f"{r[k]:.2f}" for k in ("val_AP", "val_AP50", "test_AP", "test_AP50")]
         assert (Path(r["run_dir"]) / "checkpoints" / "best.pt").is_file()
     assert rows[0]["val_images"] == 10 and rows[0]["test_images"] == 100 and "runs written to" in out
