@@ -3,6 +3,8 @@ and the detection demo prints its table. Slow (minutes on a CPU)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from shared_data import extracted
@@ -35,15 +37,18 @@ def test_a_short_real_run_raises_ap50_above_the_untrained_students(tmp_path):
     assert trained["AP50"] > untrained["AP50"] + 1.0, (untrained, trained)
 
 
-def test_detection_demo_trains_four_runs_and_prints_the_ap_table(tmp_path, capsys):
+def test_detection_demo_trains_its_runs_and_prints_the_ap_table(tmp_path, capsys):
     root = extracted("tiny-imagenet-200-sub100.tar.gz")
     torch.manual_seed(0)
-    rows = run_detection_demo(str(root), epochs=1, out_dir=str(tmp_path), per_class=4)
+    rows = run_detection_demo(str(root), epochs=1, out_dir=str(tmp_path), per_class=10, full=True)
     out = capsys.readouterr().out
-    assert [r["run"] for r in rows] == ["teacher", "student", "dkd", "review_dkd"]
-    lines = [line.split() for line in out.splitlines() if line.split()[:1] in (["teacher"], ["student"], ["dkd"],
-                                                                                 ["review_dkd"])]
-    assert [x[0] for x in lines] == ["teacher", "student", "dkd", "review_dkd"]
-    for r in rows:
+    runs = ["teacher", "student", "dkd", "review_dkd"]
+    assert [r["run"] for r in rows] == runs
+    lines = [line.split() for line in out.splitlines() if line.split()[:1] in [[r] for r in runs]]
+    assert [x[0] for x in lines] == runs
+    assert [r["epochs"] for r in rows] == [2, 1, 1, 1]  # the teacher trains twice as long
+    for r, line in zip(rows, lines):
         assert all(0.0 <= r[k] <= 100.0 for k in ("val_AP", "val_AP50", "test_AP", "test_AP50"))
-    assert rows[0]["test_images"] == 40 and "runs written to" in out
+        assert line[5:9] == [f"{r[k]:.2f}" for k in ("val_AP", "val_AP50", "test_AP", "test_AP50")]
+        assert (Path(r["run_dir"]) / "checkpoints" / "best.pt").is_file()
+    assert rows[0]["val_images"] == 10 and rows[0]["test_images"] == 100 and "runs written to" in out
