@@ -25,7 +25,6 @@ and adds the rebuilt rows of each batch as ``batch.extra["teacher_logits"]``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from torch import Tensor
 
 from kdlab.data.batch import Batch
 from kdlab.data.crop_replay import CropReplay, ViewCrops
+from kdlab.data.teacher_cache import TeacherLogitsLoader
 from kdlab.errors import KdlabError
 from kdlab.safe_load import safe_load
 
@@ -128,44 +128,26 @@ def bytes_per_image(num_classes: int, k: int, box_values: int = 4, box_bytes: in
     return box_values * box_bytes + 1 + 4 + kept
 
 
-class ReplayTeacherLoader:
+class ReplayTeacherLoader(TeacherLogitsLoader):
     """A training loader replaying recorded crops, whose batches carry the rebuilt teacher logits.
 
     ``views``: the cache's views in order; the wrapped loader must replay the same views' crops
-    (built here with ``loader.set_replay``). Epoch ``e`` uses view ``(e - 1) mod V``. Everything
-    else (``len``, ``set_epoch``, attributes) is the wrapped loader's; ``keep_index`` False drops
-    ``batch.index`` again when the method did not ask for it.
+    (built here with ``loader.set_replay``). Epoch ``e`` uses view ``(e - 1) mod V``. The rest is
+    :class:`~kdlab.data.teacher_cache.TeacherLogitsLoader`'s.
     """
 
+    what = "replay teacher loader"
+
     def __init__(self, loader: Any, views: list[ReplayView], *, keep_index: bool = True) -> None:
-        if not getattr(loader, "with_index", True):
-            raise KdlabError("the replay teacher loader needs a training loader built with with_index=True")
-        self.loader, self.views, self.keep_index = loader, views, keep_index
+        super().__init__(loader, keep_index=keep_index)
+        self.views = views
         self.replay = CropReplay([v.crops for v in views])
         loader.set_replay(self.replay)
 
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "loader":  # not set yet (e.g. during unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loader, name)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.loader.set_epoch(epoch, start_batch)
-
-    def __iter__(self) -> Iterator[Batch]:
-        for batch in self.loader:
-            if batch.index is None:
-                raise KdlabError("the replay teacher loader got a batch without indices")
-            view = self.views[self.replay.view_of(batch.epoch)]
-            rows = view.teacher.rows(batch.index.cpu())
-            logits = rebuild_logits(rows, view.num_classes)
-            batch.extra["teacher_logits"] = logits.to(batch.image.device, non_blocking=True)
-            if not self.keep_index:
-                batch.index = None
-            yield batch
+    def teacher_logits(self, batch: Batch) -> Tensor:
+        view = self.views[self.replay.view_of(batch.epoch)]
+        logits = rebuild_logits(view.teacher.rows(batch.index.cpu()), view.num_classes)
+        return logits.to(batch.image.device, non_blocking=True)
 
 
 def storage_line(n: int, views: int, num_classes: int, k: int, box_values: int, value_bytes: int = 2) -> str:

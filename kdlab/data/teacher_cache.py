@@ -111,20 +111,21 @@ def save_cached_logits(path: Path, fingerprint: str, logits: Tensor) -> None:
     tmp.replace(path)
 
 
-class CachedTeacherLoader:
+class TeacherLogitsLoader:
     """A training loader whose batches carry ``extra["teacher_logits"]`` for their ``index``.
 
     Everything else (``len``, ``set_epoch``, attributes) is the wrapped loader's; ``keep_index``
-    False drops ``batch.index`` again when the method did not ask for it.
+    False drops ``batch.index`` again when the method did not ask for it. Subclasses say where
+    the logits of a batch come from (:meth:`teacher_logits`).
     """
 
-    def __init__(self, loader: Any, logits: Tensor, *, keep_index: bool = True) -> None:
+    what = "cached-teacher loader"  # how its errors name it
+
+    def __init__(self, loader: Any, *, keep_index: bool = True) -> None:
         if not getattr(loader, "with_index", True):
-            raise KdlabError("the cached-teacher loader needs a training loader built with with_index=True")
+            raise KdlabError(f"the {self.what} needs a training loader built with with_index=True")
         self.loader = loader
         self.keep_index = keep_index
-        device = getattr(loader, "device", None)
-        self.logits = logits.to(device) if device is not None else logits
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -137,12 +138,28 @@ class CachedTeacherLoader:
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.loader.set_epoch(epoch, start_batch)
 
+    def teacher_logits(self, batch: Batch) -> Tensor:
+        """The teacher's logits for the rows of ``batch.index``."""
+        raise NotImplementedError
+
     def __iter__(self) -> Iterator[Batch]:
         for batch in self.loader:
             if batch.index is None:
-                raise KdlabError("the cached-teacher loader got a batch without indices")
-            idx = batch.index.to(self.logits.device)
-            batch.extra["teacher_logits"] = self.logits.index_select(0, idx).to(batch.image.device)
+                raise KdlabError(f"the {self.what} got a batch without indices")
+            batch.extra["teacher_logits"] = self.teacher_logits(batch)
             if not self.keep_index:
                 batch.index = None
             yield batch
+
+
+class CachedTeacherLoader(TeacherLogitsLoader):
+    """Logits of one cached view per image (``teacher_logits.pt``), looked up by ``batch.index``."""
+
+    def __init__(self, loader: Any, logits: Tensor, *, keep_index: bool = True) -> None:
+        super().__init__(loader, keep_index=keep_index)
+        device = getattr(loader, "device", None)
+        self.logits = logits.to(device) if device is not None else logits
+
+    def teacher_logits(self, batch: Batch) -> Tensor:
+        idx = batch.index.to(self.logits.device)
+        return self.logits.index_select(0, idx).to(batch.image.device)
