@@ -47,7 +47,8 @@ def test_big_blocks_move_from_mmap_to_the_heap() -> None:
     mmapped, heap = _placement("default")
     assert mmapped >= 40 * 2**20 and heap < 2**20  # by default: a fresh mmap, given back on free
     mmapped, heap = _placement("keep")
-    assert mmapped < 2**20 and heap >= 40 * 2**20  # kept: from the heap, reused after free
+    # kept: from the heap (which grows by the block less whatever free space it already had)
+    assert mmapped < 2**20 and heap >= 36 * 2**20
 
 
 def test_off_linux_it_is_a_no_op(monkeypatch) -> None:
