@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from kdlab.data.coco import CocoSet, DetectionBatch, collate
-from kdlab.data.loader import check_int, epoch_generator, shard_bounds
+from kdlab.data.epoch_plan import batches_per_epoch, check_shard, epoch_generator, shard_bounds
+from kdlab.data.loader import check_int
 from kdlab.data.sample_rng import sample_seeds
-from kdlab.errors import KdlabError
 
 
 class DetectionLoader:
@@ -34,9 +34,7 @@ class DetectionLoader:
                  num_workers: int = 0, drop_last: bool = False, shard: tuple[int, int] = (0, 1)) -> None:
         check_int("batch_size", batch_size, 1)
         check_int("num_workers", num_workers, 0)
-        shard = tuple(shard)
-        if not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
-            raise KdlabError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+        shard = check_shard(tuple(shard))
         self.dataset = dataset
         self.batch_size = batch_size
         self.train = train
@@ -50,11 +48,8 @@ class DetectionLoader:
 
     def __len__(self) -> int:
         """Global batches per epoch (the same on every rank)."""
-        n = len(self.dataset)
-        if self.drop_last:
-            return n // self.batch_size
-        full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest and (rest >= self.shard[1] or not self.train) else 0)
+        return batches_per_epoch(len(self.dataset), self.batch_size, drop_last=self.drop_last,
+                                 world=self.shard[1], keep_short=not self.train)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         if not 0 <= start_batch <= len(self):

@@ -2,8 +2,10 @@
 
 :class:`EpochPlan` holds an epoch's shuffle order and augmentation draws (a pure function of
 ``(seed, epoch)`` through :func:`epoch_generator`); :func:`shard_bounds` gives a rank its
-contiguous part of a global batch; :class:`PlanSampler` is the batch sampler a file loader's
-DataLoader runs on, serving the keys ``(index, seed[, view])`` of the plan it is given.
+contiguous part of a global batch (:func:`check_shard` checks a ``(rank, world)`` pair and
+:func:`batches_per_epoch` counts the global batches, for every loader); :class:`PlanSampler` is
+the batch sampler a file loader's DataLoader runs on, serving the keys ``(index, seed[, view])`` of
+the plan it is given.
 """
 
 from __future__ import annotations
@@ -15,11 +17,32 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from kdlab.errors import KdlabError
+
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator whose stream depends only on (seed, epoch)."""
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF]).generate_state(2)
     return torch.Generator().manual_seed(int(state[0]) << 31 | int(state[1]) >> 1)
+
+
+def check_shard(shard: object) -> tuple[int, int]:
+    """``shard`` when it is a tuple ``(rank, world)`` with ``0 <= rank < world``, else one error line."""
+    if not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
+        raise KdlabError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+    return shard
+
+
+def batches_per_epoch(n: int, batch_size: int, *, drop_last: bool, world: int, keep_short: bool) -> int:
+    """Global batches of ``batch_size`` in an epoch of ``n`` samples.
+
+    ``drop_last`` drops a short last batch; otherwise it is kept when every one of the ``world``
+    ranks gets a sample of it, or always with ``keep_short`` (evaluation: a rank skips an empty part).
+    """
+    if drop_last:
+        return n // batch_size
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest and (rest >= world or keep_short) else 0)
 
 
 def shard_bounds(lo: int, hi: int, shard: tuple[int, int]) -> tuple[int, int]:

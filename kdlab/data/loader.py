@@ -39,7 +39,14 @@ from kdlab.data.batch import Batch
 from kdlab.data.class_balanced import class_balanced_order
 from kdlab.data.contrast import ContrastSampler, batch_generator
 from kdlab.data.crop_replay import CropReplay
-from kdlab.data.epoch_plan import EpochPlan, PlanSampler, epoch_generator, shard_bounds
+from kdlab.data.epoch_plan import (
+    EpochPlan,
+    PlanSampler,
+    batches_per_epoch,
+    check_shard,
+    epoch_generator,
+    shard_bounds,
+)
 from kdlab.data.file_samples import FileBytes, FileSamples, collate_bytes, read_note
 from kdlab.data.gpu_decode import check_decode, decode_batch
 from kdlab.data.host_memory import keep_freed_host_memory
@@ -71,9 +78,7 @@ class Loader(ABC):
             if int(counts.clamp(max=per_class).sum()) < batch_size:
                 raise KdlabError(f"data.per_class={per_class}: {len(counts)} classes cannot fill a batch of "
                                  f"{batch_size}; lower data.batch_size or raise data.per_class")
-        if not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
-            raise KdlabError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
-        self.shard = shard
+        self.shard = check_shard(shard)
         self.per_class = per_class
         self.dataset = images
         self.batch_size = batch_size
@@ -100,11 +105,8 @@ class Loader(ABC):
         return {"contrast_index": drawn if part is None else drawn[part[0]:part[1]]}
 
     def __len__(self) -> int:
-        n, world = len(self.dataset), self.shard[1]
-        if self.drop_last:
-            return n // self.batch_size
-        full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest and (rest >= world or not self.shuffle) else 0)
+        return batches_per_epoch(len(self.dataset), self.batch_size, drop_last=self.drop_last,
+                                 world=self.shard[1], keep_short=not self.shuffle)
 
     def _part(self, lo: int, hi: int) -> tuple[int, int]:
         """This rank's positions of the global batch ``lo:hi``."""

@@ -41,8 +41,9 @@ from torch import Tensor
 
 from kdlab.data.augment import Normalizer, crop_flip
 from kdlab.data.batch import Batch
+from kdlab.data.epoch_plan import check_shard, shard_bounds
 from kdlab.data.imagesets import ImageSet, TensorImageSet
-from kdlab.data.loader import check_int, shard_bounds
+from kdlab.data.loader import check_int
 from kdlab.errors import KdlabError
 
 _PASS_TAG = 0x7475706C  # keeps tuple draws apart from the image loaders' (seed, epoch) streams
@@ -115,8 +116,7 @@ class TupleLoader:
                              "(few-sample subsets are small)")
         check_int("data.batch_size", batch_size, 1)
         check_int("data.crop_padding", crop_padding, 0)
-        if not (isinstance(shard, tuple) and len(shard) == 2 and 0 <= shard[0] < shard[1]):
-            raise KdlabError(f"shard must be (rank, world) with 0 <= rank < world, got {shard!r}")
+        check_shard(shard)
         if batch_size < shard[1]:
             raise KdlabError(f"data.batch_size={batch_size} tuples cannot be shared among {shard[1]} processes; "
                              f"use at least {shard[1]}")
