@@ -24,13 +24,13 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from kdlab.data.decode import header_size
 from kdlab.data.imagesets import FileImageSet, ImageSet
 from kdlab.data.sample_rng import sample_seeds
-from kdlab.data.transforms import resized_crop_params
+from kdlab.data.transforms import resized_crop_draw
 
 INT16_MAX = 32767
 
@@ -101,8 +101,7 @@ class _HeaderSizes(Dataset):
 
     def __getitem__(self, i: int) -> Tensor:
         try:
-            with Image.open(self.paths[i]) as im:
-                w, h = im.size
+            h, w = header_size(self.paths[i])
         except Exception:  # the loader meets the file itself and applies data.on_bad_file
             h = w = 0
         return torch.tensor([h, w], dtype=torch.int32)
@@ -120,7 +119,8 @@ def resized_view_crops(sizes: Tensor, seed: int, epoch: int, index: Tensor, flip
     """The RandomResizedCrop boxes and flips the file workers draw for ``index`` in ``epoch``.
 
     Each sample's generator is seeded with :func:`~kdlab.data.sample_rng.sample_seeds` and drawn
-    in the worker's order (box, then flip), so the rows equal what an online epoch would crop.
+    as the workers draw it (:func:`~kdlab.data.transforms.resized_crop_draw`), so the rows equal
+    what an online epoch would crop.
     """
     seeds = sample_seeds(seed, epoch, index).tolist()
     boxes = torch.zeros(len(seeds), 4, dtype=torch.int32)
@@ -128,9 +128,9 @@ def resized_view_crops(sizes: Tensor, seed: int, epoch: int, index: Tensor, flip
     for r, ((h, w), s) in enumerate(zip(sizes.tolist(), seeds)):
         if h <= 0 or w <= 0:
             continue
-        g = torch.Generator().manual_seed(s)
-        boxes[r] = torch.tensor(resized_crop_params(h, w, g), dtype=torch.int32)
-        flips[r] = bool(flip and float(torch.rand(1, generator=g)) < 0.5)
+        top, left, ch, cw, flipped = resized_crop_draw(h, w, torch.Generator().manual_seed(s), flip)
+        boxes[r] = torch.tensor([top, left, ch, cw], dtype=torch.int32)
+        flips[r] = flipped
     return ViewCrops(boxes, flips)
 
 

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from kdlab.data.bad_files import DECODE_ERRORS, BadFileLog, BadImageFile, reason
 from kdlab.data.crop_replay import CropReplay
 from kdlab.data.imagesets import FileImageSet
-from kdlab.data.transforms import eval_box, load_sample, resized_crop_params
+from kdlab.data.transforms import eval_box, load_sample, resized_crop_draw
 
 ERROR, SKIP = "error", "skip"
 
@@ -114,9 +114,8 @@ class FileBytes(_Samples):
             rec = self.recorded(key, j)
             if rec is not None:
                 return data, torch.tensor(rec[:4]), rec[4]
-            g = torch.Generator().manual_seed(seed)
-            box = torch.tensor(resized_crop_params(h, w, g))
-            return data, box, bool(self.flip and float(torch.rand(1, generator=g)) < 0.5)
+            top, left, ch, cw, flipped = resized_crop_draw(h, w, torch.Generator().manual_seed(seed), self.flip)
+            return data, torch.tensor([top, left, ch, cw]), flipped
 
         (data, box, flip), j, note = self._first_good(
             i, load, lambda: (torch.zeros(0, dtype=torch.uint8), torch.zeros(4, dtype=torch.int64), False))

@@ -62,6 +62,16 @@ def resized_crop_params(height: int, width: int, g: torch.Generator,
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def resized_crop_draw(height: int, width: int, g: torch.Generator, flip: bool) -> tuple[int, int, int, int, bool]:
+    """A training sample's (top, left, h, w, flipped): the RandomResizedCrop box, then the flip, from ``g``.
+
+    The one place the draw order is written down: the workers' decoding (:func:`load_sample`), the
+    device decoding's box reading and a replay cache's recorded crops all call it, so they agree.
+    """
+    top, left, h, w = resized_crop_params(height, width, g)
+    return top, left, h, w, bool(flip and float(torch.rand(1, generator=g)) < 0.5)
+
+
 def eval_box(height: int, width: int, resize: int, crop: tuple[int, int]) -> Box:
     """The box of the original image that ``Resize(resize)`` + ``CenterCrop(crop)`` keeps."""
     short, long = (height, width) if height <= width else (width, height)
@@ -165,7 +175,7 @@ def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
                 size = (im.size[1], im.size[0])
             h, w = size
             if train:
-                top, left, ch, cw = replay[:4] if replay is not None else resized_crop_params(h, w, g)
+                top, left, ch, cw, flipped = replay if replay is not None else resized_crop_draw(h, w, g, flip)
                 box: Box = (left, top, left + cw, top + ch)
             else:
                 box = eval_box(h, w, files.resize, out)
@@ -177,7 +187,6 @@ def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
             t, lf = min(round(top / s), img.shape[-2] - 1), min(round(left / s), img.shape[-1] - 1)
             x = TF.resize(img[:, t:t + max(1, round(ch / s)), lf:lf + max(1, round(cw / s))], list(out),
                           antialias=True)
-            flipped = replay[4] if replay is not None else flip and float(torch.rand(1, generator=g)) < 0.5
             if flipped:
                 x = x.flip(-1)
         else:
