@@ -169,7 +169,7 @@ def _main_cached_logits(cfg: Config, data: DataBundle, teacher: nn.Module, polic
         teacher, data.train, view=d.cache_view, seed=cfg.train.seed, batch_size=d.eval_batch_size,
         device=policy.device, mean=data.mean, std=data.std, crop_padding=d.crop_padding, flip=d.flip,
         channels_last=policy.channels_last, num_workers=d.num_workers,
-        autocast=policy.autocast if policy.amp_dtype is not None else None)
+        autocast=policy.autocast)
     save_cached_logits(path, fp, logits)
     log.info("teacher cache: ran the teacher once on %d training images (%s view), saved to %s",
              len(logits), d.cache_view, path)
@@ -257,10 +257,7 @@ def _teacher_rows(teacher: nn.Module, loader: Any, policy: DevicePolicy, k: int,
     parts, served = [], []
     with torch.no_grad():
         for batch in loader:
-            if policy.amp_dtype is not None:
-                with policy.autocast():
-                    z = teacher(batch.image)
-            else:
+            with policy.autocast():  # a no-op when AMP is off
                 z = teacher(batch.image)
             parts.append(compress_logits(z.float(), k, dtype))
             served.append(batch.index.cpu())

@@ -32,7 +32,7 @@ from kdlab.engine.checkpoint import load_checkpoint_file, save_checkpoint
 from kdlab.engine.metrics import as_batch
 from kdlab.engine.optim import build_optimizer
 from kdlab.engine.rng import capture_rng_state, restore_rng_state
-from kdlab.engine.step import finite_everywhere
+from kdlab.engine.step import finite_everywhere, global_samples, share_of_mean
 from kdlab.errors import KdlabError
 
 if TYPE_CHECKING:
@@ -74,10 +74,7 @@ def run_init_phase(trainer: Trainer, path: Path) -> None:
             for i, item in enumerate(loader):
                 if i >= trainer.steps_per_epoch:
                     break
-                batch = as_batch(item)
-                if batch.image.device != policy.device:
-                    batch = batch.to(policy.device)
-                batch.image = policy.prepare_images(batch.image)
+                batch = policy.prepare_batch(as_batch(item))
                 batch.epoch, batch.step = epoch, i
                 with policy.autocast():
                     _, terms = d(batch)
@@ -91,8 +88,7 @@ def run_init_phase(trainer: Trainer, path: Path) -> None:
                 total += float(loss.detach()) * m
                 n += m
                 if world > 1:  # this rank's share of the global batch's mean loss (then averaged)
-                    every = distributed.all_reduce_sum(torch.tensor(float(m), device=policy.device))
-                    loss = loss * (m * world / every)
+                    loss = share_of_mean(loss, m, world, global_samples(m, world, policy.device))
                 loss.backward()
                 ddp.average_gradients(params)
                 opt.step()

@@ -40,6 +40,19 @@ def split_batch(batch: Any, parts: int) -> list[Any]:
             for lo, hi in bounds]
 
 
+def global_samples(n: int, world: int, device: torch.device) -> Tensor | float:
+    """Samples of the global batch whose rank-local part has ``n`` (summed over ranks; ``n`` alone)."""
+    if world == 1:
+        return float(n)
+    return distributed.all_reduce_sum(torch.tensor(float(n), device=device))
+
+
+def share_of_mean(loss: Tensor, m: int, world: int, total: Tensor | float) -> Tensor:
+    """A mean ``loss`` over ``m`` local samples scaled to this rank's share of the global batch's mean loss
+    (``m * world / total``), so that DDP's (or the init phase's) gradient averaging gives its gradient."""
+    return loss * (m * world / total)
+
+
 def finite_everywhere(loss: Tensor, world: int) -> bool:
     """Whether the loss is finite on every rank: all ranks then stop together, before any update."""
     bad = (~torch.isfinite(loss.detach())).float().view(1)
@@ -56,9 +69,7 @@ def train_step(t: Trainer, batch: Any, epoch: int) -> None:
     world = distributed.world_size()
     micro = split_batch(batch, t.cfg.train.accumulate)
     n = len(batch)
-    total: Tensor | float = float(n)
-    if world > 1:  # samples in this global batch (a short last batch is split unevenly)
-        total = distributed.all_reduce_sum(torch.tensor(float(n), device=t.policy.device))
+    total = global_samples(n, world, t.policy.device)  # a short last batch is split unevenly
     lr = t.optimizer.param_groups[0]["lr"]
     t.optimizer.zero_grad(set_to_none=True)
     for i, mb in enumerate(micro):
@@ -74,7 +85,7 @@ def train_step(t: Trainer, batch: Any, epoch: int) -> None:
                 raise KdlabError(f"loss terms must be scalars; got shape {tuple(loss.shape)}")
             if not finite_everywhere(loss, world):
                 raise t._diverged(epoch, terms, "loss")
-            scaled = loss if (world == 1 and len(micro) == 1) else loss * (len(mb) * world / total)
+            scaled = loss if (world == 1 and len(micro) == 1) else share_of_mean(loss, len(mb), world, total)
             scaled.backward()
         t.meter.update(loss, terms, logits, mb.target, lr, len(mb))
     clip = t.cfg.optim.grad_clip
