@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detection_fixtures import box, image, write_coco
+from detection_fixtures import TruthDetector, box, image, write_coco
 from torch import Tensor
 
 from kdlab.data.coco import CocoSet, detection_transform
@@ -75,23 +75,14 @@ def test_evaluation_shards_cover_the_split_once_and_bad_shards_are_refused(coco7
         DetectionLoader(ds, batch_size=4, train=False, shard=(3, 3))
 
 
-class _Noisy(torch.nn.Module):
-    """Each image's truth, shifted by an amount depending on its pixels, plus one false positive."""
+class _Noisy(TruthDetector):
+    """Each image's truth, shifted by an amount depending on its position, plus one false positive."""
 
-    def __init__(self, ds: CocoSet) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-        self.truth = [ds[i] for i in range(len(ds))]
-
-    def forward(self, images):
-        outs = []
-        for im in images:
-            k, t = next((k, t) for k, (x, t) in enumerate(self.truth) if torch.equal(x, im))
-            boxes = t["boxes"].as_subclass(torch.Tensor) + torch.tensor([k % 3, 0, k % 3, 2.0 * (k % 2)])
-            fp = torch.tensor([[40.0, 2, 58, 12]])
-            outs.append({"boxes": torch.cat([boxes, fp]), "labels": torch.cat([t["labels"], torch.tensor([1])]),
-                         "scores": torch.cat([torch.linspace(0.9, 0.5, len(boxes)) - 0.05 * k, torch.tensor([0.6])])})
-        return outs
+    def detections(self, k: int, t: dict) -> dict:
+        boxes = t["boxes"].as_subclass(torch.Tensor) + torch.tensor([k % 3, 0, k % 3, 2.0 * (k % 2)])
+        fp = torch.tensor([[40.0, 2, 58, 12]])
+        return {"boxes": torch.cat([boxes, fp]), "labels": torch.cat([t["labels"], torch.tensor([1])]),
+                "scores": torch.cat([torch.linspace(0.9, 0.5, len(boxes)) - 0.05 * k, torch.tensor([0.6])])}
 
 
 def test_detections_gathered_from_two_shards_score_as_one_evaluation(coco7, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detection_fixtures import box, image, write_coco
+from detection_fixtures import TruthDetector, box, image, write_coco
 
 from kdlab.data.coco import CocoSet
 from kdlab.data.coco_eval import coco_box_metrics, to_coco_detections
@@ -45,24 +45,7 @@ def test_detector_outputs_are_mapped_back_to_category_ids_and_xywh():
     assert to_coco_detections(out, [7], [3, 9]) == [_det(7, [1.0, 2.0, 10.0, 20.0], 0.5, cat=9)]
 
 
-class _Oracle(torch.nn.Module):
-    """Returns each image's ground truth (found by its pixels) as detections."""
-
-    def __init__(self, ds: CocoSet) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-        self.truth = [ds[i] for i in range(len(ds))]
-
-    def forward(self, images):
-        outs = []
-        for im in images:
-            t = next(t for x, t in self.truth if torch.equal(x, im))
-            outs.append({"boxes": t["boxes"].as_subclass(torch.Tensor), "labels": t["labels"],
-                         "scores": torch.ones(len(t["labels"]))})
-        return outs
-
-
 def test_evaluator_scores_a_perfect_detector_100_percent(two_boxes):
-    model = _Oracle(two_boxes).train()
+    model = TruthDetector(two_boxes).train()
     metrics = evaluate_detection(model, DetectionLoader(two_boxes, batch_size=2, train=False))
     assert metrics["AP"] == pytest.approx(100.0) and metrics["APl"] == -1.0 and model.training

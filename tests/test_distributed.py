@@ -70,6 +70,18 @@ def max_diff(a: dict, b: dict) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
 
 
+def two_rank_states(cfg_path: Path, dump: Path) -> tuple[dict, dict]:
+    """Run ``cfg_path`` on 2 processes (torchrun + the worker); every rank's final distiller state."""
+    r = torchrun([str(WORKER), str(cfg_path), str(dump)])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tuple(torch.load(dump / f"rank{i}.pt", weights_only=True) for i in (0, 1))
+
+
+def run_files(run_dir: Path) -> list[str]:
+    """Every file a run wrote, relative to its folder."""
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+
+
 def single_run(cfg_path: Path, **kw) -> dict:
     cfg = load_config(str(cfg_path), [])
     run_experiment(cfg, overwrite=True, **kw)
@@ -87,17 +99,13 @@ def ce_single(tmp_path_factory):
 def test_two_processes_train_like_one_and_only_rank0_writes(ce_single, tmp_path):
     ref, ref_dir = ce_single
     cfg = write_cfg(tmp_path / "ce.yaml", tmp_path / "runs", "two")
-    r = torchrun([str(WORKER), str(cfg), str(tmp_path / "dump")])
-    assert r.returncode == 0, r.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "dump" / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "dump" / "rank1.pt", weights_only=True)
+    rank0, rank1 = two_rank_states(cfg, tmp_path / "dump")
     assert max_diff(rank0, rank1) == 0.0  # DDP: every rank applies the same averaged update
     assert max_diff(rank0, ref) < 1e-6  # SyncBN + global-batch loss scale: the single-process update
     run = tmp_path / "runs" / "two"
     assert max_diff(last_state(run), ref) < 1e-6
     # rank 0 alone wrote: the same files and the same number of log records as one process
-    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
-    assert files(run) == files(ref_dir)
+    assert run_files(run) == run_files(ref_dir)
     lines = lambda d: (d / "metrics.jsonl").read_text().splitlines()  # noqa: E731
     assert len(lines(run)) == len(lines(ref_dir))
     one = yaml.safe_load((ref_dir / "summary.json").read_text())
@@ -116,10 +124,7 @@ def test_crd_banks_are_identical_on_both_ranks_and_equal_one_process(tmp_path):
     cfg1 = write_cfg(tmp_path / "one.yaml", tmp_path / "runs", "crd1", **crd)
     cfg2 = write_cfg(tmp_path / "two.yaml", tmp_path / "runs", "crd2", **crd)
     ref = single_run(cfg1)
-    r = torchrun([str(WORKER), str(cfg2), str(tmp_path / "dump")])
-    assert r.returncode == 0, r.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "dump" / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "dump" / "rank1.pt", weights_only=True)
+    rank0, rank1 = two_rank_states(cfg2, tmp_path / "dump")
     banks = ("memory.memory_s", "memory.memory_t", "memory.z")
     for k in banks:
         assert torch.equal(rank0[k], rank1[k]), k

@@ -101,7 +101,7 @@ def moved_alike(a: dict, b: dict, start: dict, rel: float) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["fsp", "ab", "ft"])
 def test_an_init_phase_on_two_processes_trains_like_one_and_resumes_on_one(method, tmp_path):
-    from test_distributed import WORKER, last_state, max_diff, single_run, torchrun, write_cfg
+    from test_distributed import last_state, max_diff, run_files, single_run, two_rank_states, write_cfg
 
     from kdlab.config import load_config
     from kdlab.experiment import run_experiment
@@ -115,10 +115,7 @@ def test_an_init_phase_on_two_processes_trains_like_one_and_resumes_on_one(metho
                  "schedule": {"epochs": 1, "milestones": [1]}, "optim": {"lr": 0.01 if method == "ft" else 0.05}}
     ref = single_run(write_cfg(tmp_path / "one.yaml", tmp_path / "runs", "one", **two_stage))
     cfg = write_cfg(tmp_path / "two.yaml", tmp_path / "runs", "two", **two_stage)
-    r = torchrun([str(WORKER), str(cfg), str(tmp_path / "dump")])
-    assert r.returncode == 0, r.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "dump" / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "dump" / "rank1.pt", weights_only=True)
+    rank0, rank1 = two_rank_states(cfg, tmp_path / "dump")
     assert max_diff(rank0, rank1) == 0.0
     one, two = tmp_path / "runs" / "one", tmp_path / "runs" / "two"
     init = lambda d: torch.load(d / "checkpoints" / "init.pt", weights_only=True)["distiller"]  # noqa: E731
@@ -127,8 +124,7 @@ def test_an_init_phase_on_two_processes_trains_like_one_and_resumes_on_one(metho
     same = ((lambda a, b: max_diff(a, b) < 1e-6) if method != "ft"  # noqa: E731
             else (lambda a, b: moved_alike(a, b, init(one), 1e-5)))
     assert same(rank0, ref)  # 2 init epochs + 1 main epoch of 4 global batches each
-    files = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())  # noqa: E731
-    assert files(two) == files(one)
+    assert run_files(two) == run_files(one)
     # killed after the init phase: init.pt alone restarts the main phase, here on 1 process
     (two / "checkpoints" / "last.pt").unlink()
     run_experiment(load_config(str(cfg), []), resume=True)
@@ -138,7 +134,7 @@ def test_an_init_phase_on_two_processes_trains_like_one_and_resumes_on_one(metho
 
 @pytest.mark.slow
 def test_comparative_kd_tuples_on_two_processes_train_like_one(tmp_path):
-    from test_distributed import WORKER, max_diff, single_run, torchrun, write_cfg
+    from test_distributed import max_diff, single_run, two_rank_states, write_cfg
 
     # 4 steps: this set-up is ill-conditioned from the 5th on (1e-7 apart after 4 steps, 4e-4 after
     # 6, while 1 and 2 processes continuing from the same 2-process checkpoint agree to 1e-7)
@@ -147,10 +143,7 @@ def test_comparative_kd_tuples_on_two_processes_train_like_one(tmp_path):
            "data": {"batch_size": 16}, "schedule": {"epochs": 1, "milestones": [1]}, "train": {"max_steps": 4}}
     ref = single_run(write_cfg(tmp_path / "one.yaml", tmp_path / "runs", "one", **ckd))
     cfg = write_cfg(tmp_path / "two.yaml", tmp_path / "runs", "two", **ckd)
-    r = torchrun([str(WORKER), str(cfg), str(tmp_path / "dump")])
-    assert r.returncode == 0, r.stderr[-3000:]
-    rank0 = torch.load(tmp_path / "dump" / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "dump" / "rank1.pt", weights_only=True)
+    rank0, rank1 = two_rank_states(cfg, tmp_path / "dump")
     assert max_diff(rank0, rank1) == 0.0
     assert max_diff(rank0, ref) < 1e-6  # 4 steps of 16 tuples x 3 images, positives and negatives apart
     log = (tmp_path / "runs" / "two" / "metrics.jsonl").read_text()
