@@ -6,14 +6,16 @@ ImageNet-style (``resized_crop``) sets follow torchvision's reference recipe exa
   :func:`resized_crop_params`, which makes the same draws, in the same order, as
   ``torchvision.transforms.RandomResizedCrop.get_params`` (so a generator seeded like torch's
   global RNG gives the same box), from the sample's own generator (:mod:`kdlab.data.sample_rng`);
-* evaluation: ``Resize(resize)`` (shorter side) + ``CenterCrop(crop)``, done as one PIL resize of
-  the box that the centre crop keeps, in original-image coordinates (:func:`eval_box`): the same
-  sampling positions and filter support as resizing the whole image and then cropping it.
+* evaluation: ``Resize(resize)`` (shorter side) + ``CenterCrop(crop)`` (:func:`eval_resize_crop`);
+  :func:`eval_box` is the box of the original image that the centre crop keeps, which decides how
+  far the JPEG may be reduced.
 
-Both read the JPEG at reduced size when the box allows it (:func:`decode_for_box`): libjpeg-turbo
+Both read the JPEG at reduced size when the box allows it (:func:`draft_scale`): libjpeg-turbo
 scales by 1/2, 1/4 or 1/8 during decoding when the box still has at least the output's
-resolution after that scaling, and the box is mapped to the reduced image, so it is the same box
-of the original image. Outputs are uint8 3 x H x W tensors; normalisation is done batch-wise later.
+resolution after that scaling, and the box is mapped to the reduced image (:func:`scaled_box`),
+so it is the same box of the original image. A training crop decodes only its box where the
+optional extension is built (:mod:`kdlab.data.jpeg_region`), with the same pixels. Outputs are
+uint8 3 x H x W tensors; normalisation is done batch-wise later.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -33,6 +36,7 @@ from torchvision.transforms.v2 import functional as TF
 from kdlab.data.bad_files import DECODE_ERRORS, BadImageFile, reason
 from kdlab.data.decode import fit_pil
 from kdlab.data.imagesets import FileImageSet
+from kdlab.data.jpeg_region import decode_region, scaled_size
 
 Box = tuple[float, float, float, float]  # (left, top, right, bottom) in original-image pixels
 
@@ -89,11 +93,40 @@ def draft_scale(box: Box, out: tuple[int, int]) -> int:
     return next((s for s in (8, 4, 2) if fit >= s), 1)
 
 
+def scaled_box(top: int, left: int, h: int, w: int, s: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Box (top, left, h, w) of the original image in an image decoded at 1/``s`` of size ``size`` (H, W).
+
+    Rounded to whole pixels of the reduced image and clipped to it; the whole decode and the
+    partial one cut the same box with it, so their pixels agree.
+    """
+    t, lf = min(round(top / s), size[0] - 1), min(round(left / s), size[1] - 1)
+    bottom, right = min(round((top + h) / s), size[0]), min(round((left + w) / s), size[1])  # each edge rounded
+    return t, lf, max(1, bottom - t), max(1, right - lf)
+
+
 def resized_size(height: int, width: int, resize: int) -> tuple[int, int]:
     """(H, W) after torchvision's ``Resize(resize)`` (shorter side to ``resize``)."""
     if height <= width:
         return resize, int(resize * width / height)
     return int(resize * height / width), resize
+
+
+def eval_resize_crop(img: Tensor, size: tuple[int, int], resize: int, crop: tuple[int, int]) -> Tensor:
+    """``Resize(resize)`` + ``CenterCrop(crop)`` of an image of original ``size`` (H, W), decoded whole or reduced.
+
+    A reduced decode of a side that the scale does not divide ends in a partial pixel (375 rows at
+    1/2 are 187.5, stored as 188): the resize then uses the exact scale of the original side, so
+    every output pixel samples the same place of the original image as the full-size path does.
+    """
+    h, w = size
+    rh, rw = resized_size(h, w, resize)
+    if tuple(img.shape[-2:]) == (h, w):
+        return TF.center_crop(TF.resize(img, [rh, rw], antialias=True), list(crop))
+    s = round(w / img.shape[-1])  # the decoder's scale: the stored side is ceil(side / s)
+    x = F.interpolate(img[None], scale_factor=(rh * s / h, rw * s / w), mode="bilinear", antialias=True,
+                      recompute_scale_factor=False)[0]
+    top, left = int(round((rh - crop[0]) / 2.0)), int(round((rw - crop[1]) / 2.0))  # CenterCrop's offsets
+    return x[:, top:top + crop[0], left:left + crop[1]]
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -143,7 +176,7 @@ def decode_tensor(data: bytes, im: Image.Image | None, scale: int) -> Tensor:
     with Image.open(io.BytesIO(data)) if im is None else contextlib.nullcontext(im) as pil:
         if scale > 1:
             w, h = pil.size
-            pil.draft("RGB", (-(-w // scale), -(-h // scale)))  # PIL picks the scale from this size
+            pil.draft("RGB", (w // scale, h // scale))  # PIL picks min(w // size_w, h // size_h): exactly scale
         rgb = pil.convert("RGB")
     return torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1)
 
@@ -181,16 +214,21 @@ def load_sample(path: str, files: FileImageSet, *, train: bool, flip: bool,
                 box = eval_box(h, w, files.resize, out)
             jpeg = data[:2] == b"\xff\xd8"
             s = draft_scale(box, out) if files.reduced_decode and jpeg else 1
-            img = decode_tensor(data, im, s)
-        s = w / img.shape[-1]  # the scale the decoder used (1 when it could not reduce)
+            region = None
+            if train and jpeg:  # only the box, where the extension is built
+                size = scaled_size(h, w, s)
+                region = decode_region(data, s, *scaled_box(top, left, ch, cw, w / size[1], size))
+            img = decode_tensor(data, im, s) if region is None else None
         if train:
-            t, lf = min(round(top / s), img.shape[-2] - 1), min(round(left / s), img.shape[-1] - 1)
-            x = TF.resize(img[:, t:t + max(1, round(ch / s)), lf:lf + max(1, round(cw / s))], list(out),
-                          antialias=True)
+            if region is None:
+                size = tuple(img.shape[-2:])  # the decoder's own scale (1 when it could not reduce)
+                t, lf, rh, rw = scaled_box(top, left, ch, cw, w / size[1], size)
+                region = img[:, t:t + rh, lf:lf + rw]
+            x = TF.resize(region, list(out), antialias=True)
             if flipped:
                 x = x.flip(-1)
         else:
-            x = TF.center_crop(TF.resize(img, list(resized_size(h, w, files.resize)), antialias=True), list(out))
-        return x.contiguous()
+            x = eval_resize_crop(img, (h, w), files.resize, out)
+        return x  # channels-last memory as the resize leaves it: the loader stacks it so (collate_samples)
     except DECODE_ERRORS as e:
         raise BadImageFile(path, reason(e)) from None
