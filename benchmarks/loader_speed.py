@@ -8,8 +8,14 @@ folder, with the same number of DataLoader workers on the same cores:
     ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize`` (PIL) in a ``DataLoader``, as the seed
     toolboxes' ImageNet loaders build it;
 (b) kdlab: ``build_dataset("imagenet", ...)`` + ``build_loader(train=True)``: libjpeg-turbo
-    decode (reduced-size where the crop allows), uint8 crop/resize on tensors in the workers,
-    uint8 batches, normalised batch-wise in the main process (counted in its time).
+    decode of the crop box only (``kdlab.data.jpeg_region``; reduced-size where the crop allows),
+    uint8 crop/resize on tensors in the workers, uint8 batches, normalised batch-wise in the main
+    process (counted in its time);
+(c) kdlab with reduced-size decoding off; (d) kdlab without the partial-decode extension (whole
+    images decoded, as where it is not built); (e) kdlab with contiguous batches.
+
+kdlab's batches are channels-last (what ``train.channels_last=auto`` gives a convolutional
+network, so the model takes them as they are) except in (e) (``train.channels_last=off``).
 
 Each round times one full epoch of each path (persistent workers, started before timing); the
 paths alternate, and medians and the median ratio are printed. Besides wall-clock images/s, the
@@ -36,7 +42,7 @@ from torchvision.datasets import ImageFolder
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from pipeline_jpegs import imagenet_layout  # noqa: E402  (shared with the tests)
 
-from kdlab.data import IMAGENET_STATS, build_dataset, build_loader  # noqa: E402
+from kdlab.data import IMAGENET_STATS, build_dataset, build_loader, jpeg_region  # noqa: E402
 
 MEAN, STD = IMAGENET_STATS
 
@@ -47,9 +53,10 @@ def reference_loader(root: Path, batch: int, workers: int) -> torch.utils.data.D
                                        shuffle=True, num_workers=workers, persistent_workers=workers > 0)
 
 
-def kdlab_loader(root: Path, batch: int, workers: int, reduced: bool):
+def kdlab_loader(root: Path, batch: int, workers: int, reduced: bool, channels_last: bool = True):
     data = build_dataset("imagenet", root, val_fraction=0, in_memory=False, reduced_decode=reduced)
-    return build_loader(data.train, batch_size=batch, train=True, mean=MEAN, std=STD, num_workers=workers)
+    return build_loader(data.train, batch_size=batch, train=True, mean=MEAN, std=STD, num_workers=workers,
+                        channels_last=channels_last)
 
 
 def cpu_seconds() -> float:
@@ -91,11 +98,20 @@ def main() -> None:
             print(f"wrote {args.images} JPEGs to {root} in {time.perf_counter() - t0:.1f}s")
         paths = {"a": reference_loader(root, args.batch_size, args.workers),
                  "b": kdlab_loader(root, args.batch_size, args.workers, True),
-                 "c": kdlab_loader(root, args.batch_size, args.workers, False)}
-        names = {"a": "reference (ImageFolder + PIL transforms)", "b": "kdlab (reduced-size decode on)",
-                 "c": "kdlab (reduced-size decode off)"}
-        for loader in paths.values():  # start the persistent workers, outside the timing
+                 "c": kdlab_loader(root, args.batch_size, args.workers, False),
+                 "d": kdlab_loader(root, args.batch_size, args.workers, True),
+                 "e": kdlab_loader(root, args.batch_size, args.workers, True, channels_last=False)}
+        names = {"a": "reference (ImageFolder + PIL transforms)", "b": "kdlab (default)",
+                 "c": "kdlab (reduced-size decode off)", "d": "kdlab (partial-decode extension off)",
+                 "e": "kdlab (contiguous batches)"}
+        if not jpeg_region.available():
+            print("note: kdlab.data._jpeg_region is not built here, so (b) decodes whole images like (d)")
+        for k, loader in paths.items():  # start the persistent workers, outside the timing
+            ext = jpeg_region._jpeg_region
+            if k == "d":
+                jpeg_region._jpeg_region = None  # the forked workers of (d) run without the extension
             next(iter(loader))
+            jpeg_region._jpeg_region = ext
         rates: dict[str, list[float]] = {k: [] for k in paths}
         cpu: dict[str, list[float]] = {k: [] for k in paths}
         print(f"{args.images} images, batch {args.batch_size}, {args.workers} workers, torch threads 1, "
@@ -113,9 +129,9 @@ def main() -> None:
             print(f"({k}) {names[k]}: {med[k]:8.1f} img/s, {cpu_med[k]:.2f} CPU ms/img (medians)")
         ratios = [b / a for a, b in zip(rates["a"], rates["b"])]
         print(f"ratio (b)/(a): {statistics.median(ratios):.2f}x (median; min {min(ratios):.2f}x, max "
-              f"{max(ratios):.2f}x); (c)/(a): {med['c'] / med['a']:.2f}x")
-        print(f"CPU time per image, (a)/(b): {cpu_med['a'] / cpu_med['b']:.2f}x; (a)/(c): "
-              f"{cpu_med['a'] / cpu_med['c']:.2f}x (the work each path does; steady on a shared machine)")
+              f"{max(ratios):.2f}x); " + "; ".join(f"({k})/(a): {med[k] / med['a']:.2f}x" for k in "cde"))
+        print("CPU time per image, " + "; ".join(f"(a)/({k}): {cpu_med['a'] / cpu_med[k]:.2f}x" for k in "bcde")
+              + " (the work each path does; steady on a shared machine)")
 
 
 if __name__ == "__main__":

@@ -129,3 +129,20 @@ def test_batch_epoch_and_channels_last():
     assert b.epoch == 4 and b.image.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError):
         loader.set_epoch(1, start_batch=3)
+
+
+@pytest.mark.parametrize("shape", [(64, 3, 224, 224), (5, 3, 37, 41), (2, 4, 3, 9, 9)])
+def test_normalizer_is_addcmul_exactly_in_either_layout(shape) -> None:
+    """The row-tiled multiply-add gives addcmul's bits; the output layout is the one asked for."""
+    from kdlab.data.augment import Normalizer
+    norm = Normalizer(MEAN, STD, torch.device("cpu"))
+    x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    ref = torch.addcmul(norm.shift, x.float(), norm.scale)
+    assert torch.allclose(ref, _normalise(x), atol=1e-5)  # and that is the formula
+    inputs = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
+    for images in inputs:
+        for cl in (False, True):
+            y = norm(images, cl)
+            assert torch.equal(y, ref) and y.data_ptr() != images.data_ptr()
+            want = torch.channels_last if cl and x.dim() == 4 else torch.contiguous_format
+            assert y.is_contiguous(memory_format=want)

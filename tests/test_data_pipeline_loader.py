@@ -152,3 +152,14 @@ def test_option_errors_are_one_line(files, kw, message):
 def test_prefetch_and_pinning_do_not_change_batches(files):
     base = _key(_loader(files, workers=0, prefetch=0))
     assert _same(_key(_loader(files, workers=0, prefetch=3, pin_memory=False, persistent_workers=False)), base)
+
+
+def test_channels_last_batches_hold_the_same_values(files):
+    """Workers stack channels-last for a channels-last model; the values are those of contiguous batches."""
+    base = list(_loader(files, workers=0))
+    for workers in (0, 2):
+        cl = list(_loader(files, workers=workers, channels_last=True))
+        assert [b.index.tolist() for b in cl] == [b.index.tolist() for b in base]
+        for a, b in zip(cl, base):
+            assert a.image.is_contiguous(memory_format=torch.channels_last) and b.image.is_contiguous()
+            assert torch.equal(a.image, b.image)

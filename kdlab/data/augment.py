@@ -38,7 +38,9 @@ class Normalizer:
     """uint8 (0..255) -> float32 ``(x / 255 - mean) / std``, as one fused multiply-add.
 
     The multiply-add writes into the converted tensor (no second batch-sized allocation); the
-    values are bit-identical to ``addcmul(shift, x.float(), scale)``.
+    values are bit-identical to ``addcmul(shift, x.float(), scale)``. The result is laid out
+    channels-last or contiguous as asked, whatever the input's layout (the conversion copy does
+    the reordering, so a channels-last uint8 batch costs no extra pass).
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
@@ -46,7 +48,29 @@ class Normalizer:
         s = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.scale = 1.0 / (255.0 * s)
         self.shift = -m / s
+        self._rows: dict[tuple[bool, int, int, int], tuple[Tensor, ...]] = {}
 
-    def __call__(self, images: Tensor) -> Tensor:
-        x = images.to(torch.float32, copy=True)  # never the caller's tensor, even a float one
-        return torch.addcmul(self.shift, x, self.scale, out=x)
+    def __call__(self, images: Tensor, channels_last: bool = False) -> Tensor:
+        cl = channels_last and images.dim() == 4
+        fmt = torch.channels_last if cl else torch.contiguous_format
+        x = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=fmt)
+        x.copy_(images)  # never the caller's tensor, even a float one
+        if images.dim() < 3 or images.shape[-3] != self.shift.shape[1]:
+            return torch.addcmul(self.shift, x, self.scale, out=x)  # broadcasting says what is wrong
+        # One row per image (per image row, channels-last) against a shift and scale tiled to that
+        # row's layout: every operand is contiguous, so the kernel runs vectorised; broadcasting
+        # the (1, C, 1, 1) constants instead runs ~7x slower on a CPU. Same per-element arithmetic.
+        c, h, w = images.shape[-3:]
+        rows = x.permute(0, 2, 3, 1).view(-1, w * c) if cl else x.view(-1, c * h * w)
+        shift, scale = self._tiled(cl, c, h, w)
+        torch.addcmul(shift, rows, scale, out=rows)
+        return x
+
+    def _tiled(self, cl: bool, c: int, h: int, w: int) -> tuple[Tensor, Tensor]:
+        key = (cl, c, h, w)
+        if key not in self._rows:
+            if cl:
+                self._rows[key] = tuple(v.view(c).repeat(w) for v in (self.shift, self.scale))
+            else:
+                self._rows[key] = tuple(v.view(c, 1).expand(c, h * w).reshape(-1) for v in (self.shift, self.scale))
+        return self._rows[key]

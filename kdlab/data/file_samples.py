@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from kdlab.data.bad_files import DECODE_ERRORS, BadFileLog, BadImageFile, reason
 from kdlab.data.crop_replay import CropReplay
@@ -127,6 +127,29 @@ def eval_box_int(height: int, width: int, files: FileImageSet) -> tuple[int, int
     left, top, right, bottom = eval_box(height, width, files.resize, files.crop)
     t, lft = round(top), round(left)
     return t, lft, max(1, round(bottom) - t), max(1, round(right) - lft)
+
+
+def stack_images(images: tuple[Tensor, ...] | list[Tensor], channels_last: bool) -> Tensor:
+    """N x C x H x W batch of same-sized images, channels-last or contiguous, in shared memory in a worker.
+
+    The workers' crops come out of the resize channels-last (H x W x C in memory): for a
+    channels-last model, stacking them that way is a plain copy and the batch needs no reordering
+    later; a contiguous batch transposes each image here, in the worker.
+    """
+    n, (c, h, w) = len(images), images[0].shape
+    strides = (c * h * w, 1, w * c, c) if channels_last else (c * h * w, h * w, w, 1)
+    if get_worker_info() is None:
+        out = torch.empty_strided((n, c, h, w), strides, dtype=images[0].dtype)
+    else:  # as default_collate does: the batch crosses to the main process without a copy
+        storage = images[0]._typed_storage()._new_shared(n * c * h * w, device=images[0].device)
+        out = images[0].new(storage).as_strided((n, c, h, w), strides)
+    return torch.stack(list(images), 0, out=out)
+
+
+def collate_samples(items: list[tuple], channels_last: bool = False) -> tuple[Tensor, Tensor, Tensor, list[str]]:
+    """Batch of :class:`FileSamples` items: (images, targets, indices served, notes)."""
+    images, targets, index, notes = zip(*items)
+    return stack_images(images, channels_last), torch.tensor(targets), torch.tensor(index), list(notes)
 
 
 def collate_bytes(items: list[tuple]) -> tuple[list[Tensor], Tensor, Tensor, Tensor, Tensor, list[str]]:

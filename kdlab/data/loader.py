@@ -28,6 +28,7 @@ import math
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -47,7 +48,7 @@ from kdlab.data.epoch_plan import (
     epoch_generator,
     shard_bounds,
 )
-from kdlab.data.file_samples import FileBytes, FileSamples, collate_bytes, read_note
+from kdlab.data.file_samples import FileBytes, FileSamples, collate_bytes, collate_samples, read_note
 from kdlab.data.gpu_decode import check_decode, decode_batch
 from kdlab.data.host_memory import keep_freed_host_memory
 from kdlab.data.imagesets import FileImageSet, ImageSet, TensorImageSet
@@ -156,8 +157,7 @@ class Loader(ABC):
         if crop and plan.offsets is not None and (self.crop_padding or self.flip):
             flips = plan.flips[lo:hi] if self.flip else torch.zeros_like(plan.flips[lo:hi])
             x = crop_flip(x, plan.offsets[lo:hi], flips, self.crop_padding)
-        x = self.normalize(x)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.normalize(x, self.channels_last)
 
     @abstractmethod
     def __iter__(self) -> Iterator[Batch]: ...
@@ -209,11 +209,13 @@ class FileLoader(Loader):
         gpu = decode == "gpu" and images.mode == "resized_crop"  # fixed-size sets: small, decoded by workers
         samples = (FileBytes if gpu else FileSamples)(images, train=self.augment, flip=self.flip)
         pin = self.device.type == "cuda" if pin_memory is None else bool(pin_memory)
+        cl = self.channels_last and images.mode == "resized_crop"  # fixed sets crop batch-wise, contiguous
         self.loader = DataLoader(
             samples, batch_sampler=self.sampler, num_workers=num_workers,
             pin_memory=pin and not gpu and torch.cuda.is_available(),
             persistent_workers=persistent_workers and num_workers > 0,
-            collate_fn=collate_bytes if gpu else None, generator=torch.Generator())
+            collate_fn=collate_bytes if gpu else partial(collate_samples, channels_last=cl),
+            generator=torch.Generator())
 
     def set_replay(self, replay: CropReplay) -> None:
         super().set_replay(replay)
