@@ -21,6 +21,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from kdlab.data import FileImageSet, jpeg_region
 from kdlab.data.transforms import decode_tensor, draft_scale, load_sample, resized_crop_params
 
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
 HEADERS = [Path("/usr/include/jpeglib.h"), Path("/usr/local/include/jpeglib.h")]
 needs_ext = pytest.mark.skipif(not jpeg_region.available(), reason="kdlab.data._jpeg_region not built "
                                "(no libjpeg-turbo headers at install time)")
