@@ -32,8 +32,12 @@ def conv_net():
                          nn.Linear(4, 3))
 
 
-def test_amp_policy():
-    assert resolve_amp("auto", CPU) == torch.bfloat16
+def test_amp_policy(monkeypatch):
+    for amx, want in ((True, torch.bfloat16), (False, None)):  # auto: bf16 on a CPU only with AMX
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda amx=amx: amx)
+        assert resolve_amp("auto", CPU) == want
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the probe: fp32
+    assert resolve_amp("auto", CPU) is None
     assert resolve_amp("bf16", CPU) == torch.bfloat16
     assert resolve_amp("off", CPU) is None
     with pytest.raises(KdlabError, match="train.amp"):

@@ -80,8 +80,18 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU has AMX tiles, the units that make oneDNN's bf16 convolutions faster than fp32.
+
+    Without them (AVX-512 BF16 alone) a bf16 training step measured slower than fp32 here: 0.5x
+    for resnet32x4 -> resnet8x4 at 32 px, 0.76x for ResNet34 -> ResNet18 at 224 px.
+    """
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
 def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on CPU and on CUDA with bf16 support, else off; ``bf16``; ``off`` = fp32."""
+    """``auto``: bf16 on CUDA with bf16 support and on CPUs with AMX, else off; ``bf16``; ``off`` = fp32."""
     spec = (spec or "auto").strip().lower()
     if spec not in AMP_CHOICES:
         raise unknown("train.amp value", spec, AMP_CHOICES)
@@ -89,7 +99,8 @@ def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
         return None
     bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
     if spec == "auto":
-        return torch.bfloat16 if bf16_ok else None
+        fast = device.type == "cuda" or cpu_has_bf16_matrix_units()
+        return torch.bfloat16 if bf16_ok and fast else None
     if not bf16_ok:
         raise KdlabError(f"train.amp=bf16 is not supported on {device}; use train.amp=off or auto")
     return torch.bfloat16
