@@ -168,15 +168,15 @@ def test_distill_on_a_few_hundred_real_tiny_imagenet_images(tmp_path, capsys):
 # not a race between a polling test and a run whose speed depends on the machine's load
 KILLED_AFTER_FIRST_CHECKPOINT = """
 import os, signal, sys
-import kdlab.engine.trainer as trainer
+import kdlab.engine.run_folder as run_folder
 from kdlab.cli import main
-save = trainer.save_checkpoint
+save = run_folder.save_checkpoint
 def save_then_die(state, path, *args, **kwargs):
     out = save(state, path, *args, **kwargs)
     if os.path.basename(path) == "last.pt":
         os.kill(os.getpid(), signal.SIGKILL)
     return out
-trainer.save_checkpoint = save_then_die
+run_folder.save_checkpoint = save_then_die
 sys.exit(main(sys.argv[1:]))
 """
 
