@@ -146,3 +146,12 @@ def test_normalizer_is_addcmul_exactly_in_either_layout(shape) -> None:
             assert torch.equal(y, ref) and y.data_ptr() != images.data_ptr()
             want = torch.channels_last if cl and x.dim() == 4 else torch.contiguous_format
             assert y.is_contiguous(memory_format=want)
+
+
+def test_normalizer_names_a_channel_mismatch_and_broadcasts_one_channel() -> None:
+    from kdlab.data.augment import Normalizer
+    x = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="do not have the normalisation's 2 channels"):
+        Normalizer((0.5, 0.4), (0.2, 0.3), torch.device("cpu"))(x)
+    grey = Normalizer((0.5,), (0.25,), torch.device("cpu"))
+    assert torch.equal(grey(x), torch.addcmul(grey.shift, x.float(), grey.scale))

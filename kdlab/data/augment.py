@@ -55,8 +55,12 @@ class Normalizer:
         fmt = torch.channels_last if cl else torch.contiguous_format
         x = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=fmt)
         x.copy_(images)  # never the caller's tensor, even a float one
-        if images.dim() < 3 or images.shape[-3] != self.shift.shape[1]:
-            return torch.addcmul(self.shift, x, self.scale, out=x)  # broadcasting says what is wrong
+        channels = self.shift.shape[1]
+        if images.dim() < 3 or images.shape[-3] != channels:
+            if channels != 1:  # one mean/std for every channel broadcasts; any other mismatch is an error
+                raise ValueError(f"images of shape {tuple(images.shape)} do not have the normalisation's "
+                                 f"{channels} channels")
+            return torch.addcmul(self.shift, x, self.scale, out=x)
         # One row per image (per image row, channels-last) against a shift and scale tiled to that
         # row's layout: every operand is contiguous, so the kernel runs vectorised; broadcasting
         # the (1, C, 1, 1) constants instead runs ~7x slower on a CPU. Same per-element arithmetic.
